@@ -1,0 +1,124 @@
+"""configure_tracing: resource, idempotence, exporters, fork safety, no span lost at exit."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tracing import (
+    TracingSettings,
+    configure_tracing,
+    flush_tracing,
+    iter_otlp_json_spans,
+    trace_span,
+)
+
+
+def _read_spans(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    return list(iter_otlp_json_spans(path.read_text().splitlines()))
+
+
+class TestConfigure:
+    """One provider per process, with the service's resource."""
+
+    def test_idempotent(self) -> None:
+        """A second call returns the same provider and does not stack processors."""
+        exporter = InMemorySpanExporter()
+        first = configure_tracing(TracingSettings(exporter="none"), exporter=exporter, batch=False)
+        second = configure_tracing(
+            TracingSettings(exporter="none"), exporter=InMemorySpanExporter(), batch=False
+        )
+        assert first is second
+        assert trace.get_tracer_provider() is first
+        with trace_span("once"):
+            pass
+        assert len(exporter.get_finished_spans()) == 1
+
+    def test_resource(self) -> None:
+        """service name/version/environment, host and process are on every span's resource."""
+        exporter = InMemorySpanExporter()
+        configure_tracing(
+            TracingSettings(service_name="svc", service_version="9.9", environment="prod", exporter="none"),
+            exporter=exporter,
+            batch=False,
+        )
+        with trace_span("s"):
+            pass
+        attrs = exporter.get_finished_spans()[0].resource.attributes
+        assert (attrs["service.name"], attrs["service.version"], attrs["deployment.environment.name"]) == (
+            "svc",
+            "9.9",
+            "prod",
+        )
+        assert attrs["process.pid"] == os.getpid()
+        assert attrs["host.name"]
+
+    def test_long_values_truncated(self) -> None:
+        """Span limits cut long attribute values."""
+        exporter = InMemorySpanExporter()
+        configure_tracing(
+            TracingSettings(exporter="none", max_attribute_length=64), exporter=exporter, batch=False
+        )
+        with trace_span("s", attributes={"big": "x" * 1000}):
+            pass
+        assert len(str(exporter.get_finished_spans()[0].attributes["big"])) == 64  # type: ignore[index]
+
+
+class TestFileExporter:
+    """TRACE_EXPORTER=file:PATH writes OTLP/JSON lines with hex ids."""
+
+    def test_file_lines(self, tmp_path: Path) -> None:
+        """Spans land in the file, one export request per line, ids in hex."""
+        path = tmp_path / "spans.jsonl"
+        configure_tracing(TracingSettings(exporter="file", exporter_path=str(path), service_name="filesvc"))
+        with trace_span("parent") as parent, trace_span("child"):
+            trace_id = format(parent.get_span_context().trace_id, "032x")
+        assert flush_tracing()
+        spans = _read_spans(path)
+        assert {"parent", "child"} == {s["name"] for s in spans}
+        assert {trace_id} == {s["traceId"] for s in spans}
+        assert {"filesvc"} == {s["service.name"] for s in spans}
+        json.loads(path.read_text().splitlines()[0])
+
+
+def _child_makes_span(name: str) -> None:
+    with trace_span(name):
+        pass
+
+
+class TestForkAndExit:
+    """Spans ended before a process exits are exported: forked children and normal exits alike."""
+
+    def test_forked_child_exports_its_spans(self, tmp_path: Path) -> None:
+        """A child forked after set-up exports its own spans (and not the parent's twice)."""
+        path = tmp_path / "spans.jsonl"
+        configure_tracing(TracingSettings(exporter="file", exporter_path=str(path)))
+        with trace_span("parent-before-fork"):
+            pass
+        process = multiprocessing.get_context("fork").Process(target=_child_makes_span, args=("in-child",))
+        process.start()
+        process.join(30)
+        assert process.exitcode == 0
+        flush_tracing()
+        names = [s["name"] for s in _read_spans(path)]
+        assert names.count("in-child") == 1
+        assert names.count("parent-before-fork") == 1
+
+    def test_normal_exit_flushes(self, tmp_path: Path) -> None:
+        """A process that ends a span and exits at once (batch export pending) still exports it."""
+        path = tmp_path / "spans.jsonl"
+        code = (
+            "import tracing\ntracing.configure_tracing()\nwith tracing.trace_span('last-words'):\n    pass\n"
+        )
+        env = {**os.environ, "TRACE_EXPORTER": f"file:{path}", "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+        assert [s["name"] for s in _read_spans(path)] == ["last-words"]

@@ -1,0 +1,174 @@
+"""The span pipeline's first stage: scrub and flag slow spans, then hand over to the exporting processor.
+
+Scrubbing happens when a span ends, so attributes set by any instrumentation (ours, httpx's, Celery's)
+are covered, not only those passed through our helpers. Spans that need no change are passed on as they
+are; only a span with something to scrub or flag is copied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import Status, format_span_id, format_trace_id
+
+from tracing.scrubbing import scrub_text, scrub_value
+
+__all__ = ["SLOW_ATTRIBUTE", "SlowSpanCallback", "TracehookSpanProcessor"]
+
+SLOW_ATTRIBUTE = "slow"
+SlowSpanCallback = Callable[[ReadableSpan, float], None]
+
+_log = logging.getLogger("tracing")
+
+
+def _scrub_attributes(attributes: Any) -> dict[str, Any] | None:
+    """A scrubbed copy of the attributes, or None when nothing needed scrubbing."""
+    if not attributes:
+        return None
+    changed: dict[str, Any] | None = None
+    for key, value in attributes.items():
+        new = scrub_value(key, value)
+        if new != value:
+            if changed is None:
+                changed = dict(attributes)
+            changed[key] = new
+    return changed
+
+
+def log_slow_span(span: ReadableSpan, duration_ms: float) -> None:
+    """Default slow-span callback: one warning log line with the span's trace and span ids."""
+    ctx = span.context
+    _log.warning(
+        "span.slow",
+        extra={
+            "span_name": span.name,
+            "duration_ms": round(duration_ms, 3),
+            "trace_id": format_trace_id(ctx.trace_id) if ctx else None,
+            "span_id": format_span_id(ctx.span_id) if ctx else None,
+        },
+    )
+
+
+class TracehookSpanProcessor(SpanProcessor):
+    """Scrubs secrets and personal data, flags slow spans, then delegates (usually to batch export).
+
+    The delegate is built by ``delegate_factory``; in a forked child process a fresh one is built, so the
+    child never shares the parent's export thread, queue or HTTP connections (prefork workers).
+
+    Args:
+        delegate_factory: builds the processor that receives the finished spans.
+        slow_threshold_ms: spans longer than this get ``slow=true`` and ``on_slow`` is called.
+        on_slow: called with the span and its duration in ms; defaults to a warning log line.
+    """
+
+    def __init__(
+        self,
+        delegate_factory: Callable[[], SpanProcessor],
+        *,
+        slow_threshold_ms: float = 1000.0,
+        on_slow: SlowSpanCallback | None = log_slow_span,
+    ) -> None:
+        self._factory = delegate_factory
+        self._delegate = delegate_factory()
+        self._slow_ns = int(slow_threshold_ms * 1_000_000)
+        self._on_slow = on_slow
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.WeakMethod(self._after_fork_in_child)
+
+            def _hook() -> None:
+                method = ref()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=_hook)
+
+    @property
+    def delegate(self) -> SpanProcessor:
+        """The processor finished spans are handed to (rebuilt after a fork)."""
+        return self._delegate
+
+    def _after_fork_in_child(self) -> None:
+        # The inherited delegate's queue holds the parent's spans (the parent exports them) and its HTTP
+        # session may share a socket with the parent: start afresh.
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        try:
+            self._delegate = self._factory()
+        except Exception:
+            _log.exception("tracing: could not rebuild the span pipeline after fork")
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Pass the start on to the delegate."""
+        self._delegate.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Scrub and flag the finished span, then hand it to the delegate; never raises."""
+        try:
+            span = self._prepare(span)
+        except Exception:
+            _log.debug(
+                "tracing: could not scrub span %s; dropping it to keep secrets in", span.name, exc_info=True
+            )
+            return
+        self._delegate.on_end(span)
+
+    def _prepare(self, span: ReadableSpan) -> ReadableSpan:
+        attributes = _scrub_attributes(span.attributes)
+        duration_ns = (span.end_time or 0) - (span.start_time or 0)
+        slow = self._slow_ns > 0 and duration_ns > self._slow_ns
+        if slow:
+            if attributes is None:
+                attributes = dict(span.attributes or {})
+            attributes[SLOW_ATTRIBUTE] = True
+            if self._on_slow is not None:
+                try:
+                    self._on_slow(span, duration_ns / 1e6)
+                except Exception:
+                    _log.debug("tracing: slow-span callback failed", exc_info=True)
+        events = span.events
+        new_events: list[Event] | None = None
+        for index, event in enumerate(events):
+            scrubbed = _scrub_attributes(event.attributes)
+            if scrubbed is not None:
+                if new_events is None:
+                    new_events = list(events)
+                new_events[index] = Event(event.name, scrubbed, event.timestamp)
+        status = span.status
+        description = status.description
+        if description:
+            clean = scrub_text(description)
+            if clean != description:
+                status = Status(status.status_code, clean)
+        if attributes is None and new_events is None and status is span.status:
+            return span
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=attributes if attributes is not None else span.attributes,
+            events=new_events if new_events is not None else events,
+            links=span.links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def shutdown(self) -> None:
+        """Shut the delegate down (flushing what it holds)."""
+        self._delegate.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything the delegate holds, within the timeout."""
+        return self._delegate.force_flush(timeout_millis)

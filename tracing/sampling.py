@@ -1,0 +1,137 @@
+"""Head sampling by rule: emergencies kept, health checks thinned, the rest at the configured ratio.
+
+The decision for a root span is taken on its name and the attributes given at span start, and it is a
+pure function of the trace id (like the SDK's ``TraceIdRatioBased``), so every process that sees the same
+trace id and rule agrees. Child spans follow their parent (``ParentBased``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import sampling
+from opentelemetry.trace import Link, SpanKind, get_current_span
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+__all__ = [
+    "CRITICAL_PRIORITIES",
+    "PRIORITY_ATTRIBUTES",
+    "RuleBasedSampler",
+    "Sampler",
+    "build_sampler",
+]
+
+PRIORITY_ATTRIBUTES: Final = ("workflow.priority", "sampling.priority", "priority")
+CRITICAL_PRIORITIES: Final = frozenset({"emergency", "critical", "urgent"})
+_LOW_PRIORITIES: Final = frozenset({"low"})
+_HEALTH_WORDS: Final = ("health", "readyz", "livez", "ping")
+_TRACE_ID_LIMIT: Final = (1 << 64) - 1
+
+
+class Sampler(sampling.Sampler):
+    """The SDK's sampler base with a default description, so a subclass need only decide.
+
+    GUIDE.md's ``OperationBasedSampler`` example subclasses a sampler and defines ``should_sample`` alone;
+    the SDK's abstract base would refuse to instantiate it.
+    """
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> sampling.SamplingResult:
+        """Keep everything; subclasses override this with their rule."""
+        return sampling.SamplingResult(sampling.Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+
+    def get_description(self) -> str:
+        """The class name, which is what the SDK shows in diagnostics."""
+        return type(self).__name__
+
+
+def _bound(rate: float) -> int:
+    return round(rate * (_TRACE_ID_LIMIT + 1))
+
+
+class RuleBasedSampler(Sampler):
+    """Root sampler that picks a ratio by rule, then decides deterministically on the trace id.
+
+    Rules, first match wins:
+
+    1. an attribute in :data:`PRIORITY_ATTRIBUTES` is emergency/critical, or the name is a payment
+       operation → ``emergency_rate``;
+    2. the name looks like a health check, or the priority is ``low`` → ``health_rate``;
+    3. anything else → ``rate``.
+
+    Args:
+        rate: ratio for ordinary root operations (TRACE_SAMPLING_RATE).
+        emergency_rate: ratio for emergency/critical operations (TRACE_EMERGENCY_SAMPLING_RATE).
+        health_rate: ratio for health checks (1% by default).
+    """
+
+    def __init__(self, rate: float, emergency_rate: float = 1.0, health_rate: float = 0.01) -> None:
+        self.rate = rate
+        self.emergency_rate = emergency_rate
+        self.health_rate = health_rate
+        self._bounds = {
+            "emergency": _bound(emergency_rate),
+            "health": _bound(health_rate),
+            "default": _bound(rate),
+        }
+
+    def rule_for(self, name: str, attributes: Attributes) -> str:
+        """Name the rule that applies to a root span: ``emergency``, ``health`` or ``default``."""
+        priority = ""
+        if attributes:
+            for key in PRIORITY_ATTRIBUTES:
+                value = attributes.get(key)
+                if isinstance(value, str):
+                    priority = value.lower()
+                    break
+        lowered = name.lower()
+        if priority in CRITICAL_PRIORITIES or "payment" in lowered:
+            return "emergency"
+        if priority in _LOW_PRIORITIES or any(word in lowered for word in _HEALTH_WORDS):
+            return "health"
+        return "default"
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> sampling.SamplingResult:
+        """Decide for a root span; the same trace id and rule always give the same answer."""
+        rule = self.rule_for(name, attributes)
+        decision = (
+            sampling.Decision.RECORD_AND_SAMPLE
+            if trace_id & _TRACE_ID_LIMIT < self._bounds[rule]
+            else sampling.Decision.DROP
+        )
+        if trace_state is None:
+            trace_state = get_current_span(parent_context).get_span_context().trace_state
+        return sampling.SamplingResult(
+            decision, attributes if decision != sampling.Decision.DROP else None, trace_state
+        )
+
+    def get_description(self) -> str:
+        """Describe the ratios, as the SDK's samplers do."""
+        return (
+            f"RuleBasedSampler{{rate={self.rate},emergency={self.emergency_rate},health={self.health_rate}}}"
+        )
+
+
+def build_sampler(rate: float, emergency_rate: float = 1.0, health_rate: float = 0.01) -> sampling.Sampler:
+    """The sampler ``configure_tracing`` installs: parent-based, rules at the root."""
+    return sampling.ParentBased(root=RuleBasedSampler(rate, emergency_rate, health_rate))

@@ -1,0 +1,237 @@
+"""Process-wide set-up: the tracer provider, its sampler, span limits, processors and exporter."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing.util
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import Sampler
+
+from tracing.exporters import OtlpJsonFileExporter
+from tracing.processors import TracehookSpanProcessor
+from tracing.sampling import build_sampler
+from tracing.settings import TracingSettings, load_settings
+
+__all__ = [
+    "TracingState",
+    "build_exporter",
+    "configure_tracing",
+    "current_settings",
+    "flush_tracing",
+    "reset_tracing",
+    "shutdown_tracing",
+]
+
+_log = logging.getLogger("tracing")
+_lock = threading.RLock()
+
+
+@dataclass(slots=True)
+class TracingState:
+    """What :func:`configure_tracing` set up in this process."""
+
+    settings: TracingSettings
+    provider: TracerProvider
+    processor: TracehookSpanProcessor
+
+
+_state: TracingState | None = None
+
+
+def build_exporter(settings: TracingSettings) -> SpanExporter | None:
+    """The exporter ``TRACE_EXPORTER`` asks for; None for ``none``."""
+    if settings.exporter == "none":
+        return None
+    if settings.exporter == "console":
+        return ConsoleSpanExporter(out=sys.stderr)
+    if settings.exporter == "file":
+        assert settings.exporter_path is not None  # noqa: S101  # guaranteed by TracingSettings
+        return OtlpJsonFileExporter(settings.exporter_path)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
+
+    return OTLPSpanExporter(
+        endpoint=settings.otlp_endpoint,
+        headers=dict(settings.otlp_headers) or None,
+        timeout=settings.otlp_timeout_s,
+    )
+
+
+def _resource(settings: TracingSettings) -> Resource:
+    # Resource.create also merges OTEL_RESOURCE_ATTRIBUTES, as the SDK defines it; ours win.
+    return Resource.create(
+        {
+            "service.name": settings.service_name,
+            "service.version": settings.service_version,
+            "deployment.environment.name": settings.environment,
+            "deployment.environment": settings.environment,
+            "host.name": socket.gethostname(),
+            "process.pid": os.getpid(),
+            "process.runtime.name": sys.implementation.name,
+            "process.runtime.version": ".".join(map(str, sys.version_info[:3])),
+        }
+    )
+
+
+def _delegate_factory(
+    settings: TracingSettings, exporter: SpanExporter | None, *, batch: bool
+) -> Callable[[], SpanProcessor]:
+    def build() -> SpanProcessor:
+        chosen = exporter if exporter is not None else build_exporter(settings)
+        if chosen is None:
+            return SpanProcessor()  # the no-op base: spans are recorded (for logs) but not exported
+        if not batch:
+            return SimpleSpanProcessor(chosen)
+        return BatchSpanProcessor(chosen, max_queue_size=settings.max_queue_size)
+
+    return build
+
+
+def configure_tracing(
+    settings: TracingSettings | None = None,
+    *,
+    exporter: SpanExporter | None = None,
+    sampler: Sampler | None = None,
+    batch: bool = True,
+    set_global: bool = True,
+) -> TracerProvider:
+    """Set up tracing for this process; calling it again returns the provider already set up.
+
+    Args:
+        settings: what to set up; read from the environment (:func:`load_settings`) when omitted.
+        exporter: an exporter to use instead of the one ``settings.exporter`` names (tests inject an
+            in-memory exporter here).
+        sampler: a sampler to use instead of the rule-based one built from the settings.
+        batch: export off the calling thread through a bounded queue (the default); ``False`` exports
+            synchronously, which only tests want.
+        set_global: install the provider as OpenTelemetry's global one.
+
+    Returns:
+        The process's tracer provider.
+
+    Raises:
+        SettingsError: the environment holds a bad value (only when ``settings`` is omitted).
+    """
+    global _state  # noqa: PLW0603  # one provider per process is the point of this module
+    with _lock:
+        if _state is not None:
+            return _state.provider
+        settings = settings if settings is not None else load_settings()
+        chosen_sampler = sampler or build_sampler(
+            settings.sampling_rate, settings.emergency_sampling_rate, settings.health_sampling_rate
+        )
+        provider = TracerProvider(
+            resource=_resource(settings),
+            sampler=chosen_sampler,
+            span_limits=SpanLimits(max_attribute_length=settings.max_attribute_length),
+            shutdown_on_exit=False,
+        )
+        processor = TracehookSpanProcessor(
+            _delegate_factory(settings, exporter, batch=batch), slow_threshold_ms=settings.slow_threshold_ms
+        )
+        provider.add_span_processor(processor)
+        if set_global:
+            _install_global(provider)
+        _state = TracingState(settings=settings, provider=provider, processor=processor)
+        return provider
+
+
+def _install_global(provider: TracerProvider) -> None:
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        _log.warning(
+            "tracing: another global tracer provider was set before configure_tracing(); "
+            "spans from instrumentations using the global provider will not go through tracehook"
+        )
+
+
+def current_settings() -> TracingSettings | None:
+    """The settings tracing was configured with in this process, if it was."""
+    return _state.settings if _state is not None else None
+
+
+def flush_tracing(timeout_s: float = 5.0) -> bool:
+    """Export every span ended so far; returns False when the exporter did not finish in time."""
+    state = _state
+    if state is None:
+        return True
+    try:
+        return state.provider.force_flush(int(timeout_s * 1000))
+    except Exception:
+        _log.warning("tracing: flush failed", exc_info=True)
+        return False
+
+
+def shutdown_tracing(timeout_s: float = 5.0) -> None:
+    """Flush and stop exporting, within ``timeout_s``; safe to call more than once.
+
+    Prefork pool children leave with ``os._exit``, so nothing registered with :mod:`atexit` runs there:
+    call this from the pool's child-shutdown hook (``instrument_celery`` does).
+    """
+    global _state  # noqa: PLW0603
+    with _lock:
+        state = _state
+        if state is None:
+            return
+        _state = None
+    done = threading.Event()
+
+    def _run() -> None:
+        try:
+            state.provider.force_flush(int(timeout_s * 1000))
+            state.provider.shutdown()
+        except Exception:
+            _log.warning("tracing: shutdown failed", exc_info=True)
+        finally:
+            done.set()
+
+    # The exporter may block on an unreachable endpoint; never hold the process longer than asked.
+    worker = threading.Thread(target=_run, name="tracehook-shutdown", daemon=True)
+    worker.start()
+    done.wait(timeout_s)
+
+
+def reset_tracing() -> None:
+    """Forget the provider without exporting (tests use this between cases)."""
+    global _state
+    with _lock:
+        state, _state = _state, None
+    if state is not None:
+        state.provider.shutdown()
+    trace._TRACER_PROVIDER_SET_ONCE = trace.Once()  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER = None
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    shutdown_tracing()
+
+
+class _ChildFlushAnchor:
+    """Weak-referenceable anchor for multiprocessing's after-fork registry."""
+
+
+_anchor = _ChildFlushAnchor()
+
+
+def _arm_child_flush(_: object) -> None:
+    # multiprocessing children leave through os._exit after running their finalizers, never atexit.
+    multiprocessing.util.Finalize(_anchor, shutdown_tracing, exitpriority=100)
+
+
+multiprocessing.util.register_after_fork(_anchor, _arm_child_flush)

@@ -1,0 +1,1 @@
+"""The Celery app (``workers.app``), its tasks, and worker-process lifecycle."""
