@@ -7,8 +7,10 @@ trace id and rule agrees. Child spans follow their parent (``ParentBased``).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final, cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import sampling
@@ -37,6 +39,49 @@ class Sampler(sampling.Sampler):
     GUIDE.md's ``OperationBasedSampler`` example subclasses a sampler and defines ``should_sample`` alone;
     the SDK's abstract base would refuse to instantiate it.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Adapt a subclass's ``should_sample`` written with the guide's parameter names.
+
+        ``ParentBased`` calls its root sampler by keyword (``parent_context=...``) while the guide's
+        example names that parameter ``context``; and the guide returns ``SamplingResult(decision)``
+        without attributes, which would drop every attribute given at span start.
+        """
+        super().__init_subclass__(**kwargs)
+        method = cls.__dict__.get("should_sample")
+        if method is None or not cls.__dict__.get("_adapt_should_sample", True):
+            return
+        positional = list(inspect.signature(method).parameters)[1:2] != ["parent_context"]
+
+        @functools.wraps(method)
+        def should_sample(
+            self: Sampler,
+            parent_context: Context | None,
+            trace_id: int,
+            name: str,
+            kind: SpanKind | None = None,
+            attributes: Attributes = None,
+            links: Sequence[Link] | None = None,
+            trace_state: TraceState | None = None,
+        ) -> sampling.SamplingResult:
+            if positional:
+                result = method(self, parent_context, trace_id, name, kind, attributes, links, trace_state)
+            else:
+                result = method(
+                    self,
+                    parent_context=parent_context,
+                    trace_id=trace_id,
+                    name=name,
+                    kind=kind,
+                    attributes=attributes,
+                    links=links,
+                    trace_state=trace_state,
+                )
+            if result.decision != sampling.Decision.DROP and not result.attributes and attributes:
+                return sampling.SamplingResult(result.decision, attributes, result.trace_state)
+            return cast(sampling.SamplingResult, result)
+
+        cls.should_sample = should_sample  # type: ignore[method-assign]
 
     def should_sample(
         self,
@@ -75,6 +120,9 @@ class RuleBasedSampler(Sampler):
         emergency_rate: ratio for emergency/critical operations (TRACE_EMERGENCY_SAMPLING_RATE).
         health_rate: ratio for health checks (1% by default).
     """
+
+    # Ours follows the SDK's signature and returns the start attributes: no adapter on the hot path.
+    _adapt_should_sample = False
 
     def __init__(self, rate: float, emergency_rate: float = 1.0, health_rate: float = 0.01) -> None:
         self.rate = rate
