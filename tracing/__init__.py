@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
 from opentelemetry.trace import SpanKind
 
 from tracing.batch import BatchItemError, BatchResult, trace_batch
+from tracing.celery_tracing import CeleryInstrumentation, instrument_celery
 from tracing.exporters import OtlpJsonFileExporter, iter_otlp_json_spans
 from tracing.guide import (
     BusinessMetrics,
@@ -40,6 +41,7 @@ __all__ = [
     "BatchItemError",
     "BatchResult",
     "BusinessMetrics",
+    "CeleryInstrumentation",
     "Decision",
     "EntityOperationTracing",
     "GuideTracer",
@@ -66,6 +68,7 @@ __all__ = [
     "get_logger",
     "get_tracer",
     "inject_headers",
+    "instrument_celery",
     "instrument_libraries",
     "iter_otlp_json_spans",
     "load_settings",

@@ -1,4 +1,4 @@
-"""The ``tracehook`` command line. Commands are added as the stack grows (intake, sandbox, send, trace, ...)."""
+"""The ``tracehook`` command line; commands are added as the stack grows (intake, sandbox, send, ...)."""
 
 from __future__ import annotations
 

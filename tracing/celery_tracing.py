@@ -1,0 +1,555 @@
+"""Celery tracing: one call, ``instrument_celery(app)``, next to the user's own Celery app.
+
+It replaces the signal handlers of opentelemetry-instrumentation-celery to fix what that package leaves
+open: publish spans that never end for ``send_task`` to an unregistered task (contrib issue 609), spans
+lost when a prefork child exits (contrib issue 4916), no queue-wait measure (3458), no canvas ids, retries
+only as an attribute. Publishing is traced by wrapping the app's ``amqp.send_task_message`` (so a span
+always ends, even when the broker is down); running by the ``task_prerun``/``task_postrun`` signals.
+
+Header keys we add to a task message: ``traceparent``, ``tracestate``, ``baggage`` (W3C) and
+``tracehook_enqueued_at`` (unix seconds as a string). A user's own headers are never touched
+(Celery issues 4875, 7523).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import structlog
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from tracing.propagation import extract_context, inject_headers
+from tracing.settings import TracingSettings
+from tracing.spans import record_error
+
+__all__ = ["ENQUEUED_AT_HEADER", "TRACE_HEADERS", "CeleryInstrumentation", "instrument_celery"]
+
+ENQUEUED_AT_HEADER: Final = "tracehook_enqueued_at"
+TRACE_HEADERS: Final = ("traceparent", "tracestate", "baggage")
+_INSTRUMENTED_FLAG: Final = "_tracehook_instrumentation"
+
+_log = logging.getLogger("tracing.celery")
+
+LogContext = Callable[[Any, Sequence[Any], Mapping[str, Any]], Mapping[str, Any]]
+
+
+@dataclass(slots=True)
+class _Running:
+    span: Span
+    token: object
+    log_tokens: Mapping[str, Any]
+    started: float
+
+
+@dataclass
+class CeleryInstrumentation:
+    """What ``instrument_celery`` wired; ``uninstrument()`` undoes it."""
+
+    app: Any
+    tracer_provider: trace.TracerProvider | None
+    log_baggage_keys: tuple[str, ...]
+    log_context: LogContext | None
+    flush_timeout_s: float
+    settings: TracingSettings | None
+    configure: bool
+    _running: dict[str, list[_Running]] = field(default_factory=dict)
+    _connected: list[tuple[Any, Callable[..., None]]] = field(default_factory=list)
+    _original_sender: Any = None
+    _provider: Any = None
+    _cached_tracer: Tracer | None = None
+
+    def _tracer(self) -> Tracer:
+        # Follow the global provider (it may be set up after instrument_celery) without the cost of
+        # get_tracer on every span, and without a ProxyTracer that would pin the first provider forever.
+        provider = self.tracer_provider or trace.get_tracer_provider()
+        if provider is not self._provider or self._cached_tracer is None:
+            self._cached_tracer = provider.get_tracer("tracehook.celery")
+            self._provider = provider
+        return self._cached_tracer
+
+    # -- publish ------------------------------------------------------------------------------------
+
+    def wrap_sender(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap ``app.amqp.send_task_message`` so each publish is a PRODUCER span that always ends."""
+
+        def send_task_message(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                span = self._start_publish(name, message, kwargs)
+            except Exception:
+                _log.warning("tracehook: could not trace the publish of %s", name, exc_info=True)
+                return original(producer, name, message, *args, **kwargs)
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                result = original(producer, name, message, *args, **kwargs)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    record_error(span, exc)
+                raise
+            finally:
+                otel_context.detach(token)
+                span.end()
+            return result
+
+        send_task_message.__wrapped__ = original  # type: ignore[attr-defined]
+        return send_task_message
+
+    def _start_publish(self, name: str, message: Any, kwargs: Mapping[str, Any]) -> Span:
+        headers: MutableMapping[str, Any] = message[0] if isinstance(message, tuple) else message.headers
+        task_id = str(headers.get("id") or "")
+        queue = kwargs.get("queue")
+        destination = getattr(queue, "name", queue) or kwargs.get("routing_key") or self._default_queue()
+        attributes: dict[str, Any] = {
+            "messaging.system": self._messaging_system(),
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.destination.name": str(destination),
+            "messaging.message.id": task_id,
+            "celery.task_name": name,
+            "celery.task_id": task_id,
+            "celery.retries": int(headers.get("retries") or 0),
+        }
+        for key, attribute in (
+            ("root_id", "celery.root_id"),
+            ("parent_id", "celery.parent_id"),
+            ("group", "celery.group_id"),
+        ):
+            if headers.get(key):
+                attributes[attribute] = str(headers[key])
+        eta = headers.get("eta")
+        if eta:
+            attributes["celery.eta"] = str(eta)
+        span = self._tracer().start_span(f"publish {name}", kind=SpanKind.PRODUCER, attributes=attributes)
+        self._inject(headers, trace.set_span_in_context(span))
+        return span
+
+    @staticmethod
+    def _inject(headers: MutableMapping[str, Any], ctx: otel_context.Context) -> None:
+        carrier: dict[str, str] = {}
+        inject_headers(carrier, ctx)
+        existing = headers.get("baggage")
+        if existing and carrier.get("baggage"):
+            carrier["baggage"] = _merge_baggage(str(existing), carrier["baggage"])
+        elif existing:
+            carrier.pop("baggage", None)
+        headers.update(carrier)
+        headers[ENQUEUED_AT_HEADER] = repr(time.time())
+
+    def _messaging_system(self) -> str:
+        try:
+            transport = str(self.app.conf.broker_url or "").split("://", 1)[0].split("+", 1)[0]
+        except Exception:
+            return "celery"
+        return {"amqp": "rabbitmq", "amqps": "rabbitmq", "pyamqp": "rabbitmq", "rediss": "redis"}.get(
+            transport, transport or "celery"
+        )
+
+    def _default_queue(self) -> str:
+        try:
+            return str(self.app.conf.task_default_queue or "celery")
+        except Exception:
+            return "celery"
+
+    # -- run ----------------------------------------------------------------------------------------
+
+    def on_prerun(
+        self, task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_: Any
+    ) -> None:
+        """task_prerun: start the CONSUMER span as a child of the publish span, bind the log context."""
+        if task is None or task_id is None:
+            return
+        try:
+            self._start_run(task_id, task, args or (), kwargs or {})
+        except Exception:
+            _log.warning("tracehook: could not start the span of task %s", task_id, exc_info=True)
+
+    def _start_run(self, task_id: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        request = task.request
+        carrier = _request_headers(request)
+        parent = extract_context(carrier) if carrier else None
+        if parent is not None and not trace.get_current_span(parent).get_span_context().is_valid:
+            parent = None if not baggage.get_all(parent) else parent
+        now = time.time()
+        attributes = self._run_attributes(task_id, task, request, carrier, now)
+        span = self._tracer().start_span(
+            f"run {task.name}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        log_fields: dict[str, Any] = {"task_id": task_id, "task_name": task.name}
+        ctx_baggage = baggage.get_all(parent) if parent is not None else {}
+        for key in self.log_baggage_keys:
+            if key in ctx_baggage:
+                log_fields[key] = str(ctx_baggage[key])
+        for key in self.log_baggage_keys:
+            if key in kwargs and isinstance(kwargs[key], str | int):
+                log_fields.setdefault(key, kwargs[key])
+        if self.log_context is not None:
+            try:
+                log_fields.update(self.log_context(task, args, kwargs))
+            except Exception:
+                _log.debug("tracehook: log_context hook failed", exc_info=True)
+        log_tokens = structlog.contextvars.bind_contextvars(**log_fields)
+        self._running.setdefault(task_id, []).append(_Running(span, token, log_tokens, time.monotonic()))
+
+    def _run_attributes(
+        self, task_id: str, task: Any, request: Any, carrier: Mapping[str, Any], now: float
+    ) -> dict[str, Any]:
+        delivery = getattr(request, "delivery_info", None) or {}
+        attributes: dict[str, Any] = {
+            "messaging.system": self._messaging_system(),
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": str(delivery.get("routing_key") or self._default_queue()),
+            "messaging.message.id": task_id,
+            "celery.task_name": task.name,
+            "celery.task_id": task_id,
+            "celery.retries": int(getattr(request, "retries", 0) or 0),
+            "celery.attempt": int(getattr(request, "retries", 0) or 0) + 1,
+        }
+        for key, attribute in (
+            ("root_id", "celery.root_id"),
+            ("parent_id", "celery.parent_id"),
+            ("group", "celery.group_id"),
+        ):
+            value = getattr(request, key, None)
+            if value:
+                attributes[attribute] = str(value)
+        hostname = getattr(request, "hostname", None)
+        if hostname:
+            attributes["celery.hostname"] = str(hostname)
+        if getattr(request, "is_eager", False):
+            attributes["celery.eager"] = True
+        enqueued = _float(carrier.get(ENQUEUED_AT_HEADER))
+        if enqueued is not None:
+            ready = enqueued
+            eta = _eta_seconds(getattr(request, "eta", None))
+            if eta is not None and eta > enqueued:
+                attributes["celery.scheduled_delay_ms"] = round((eta - enqueued) * 1000, 3)
+                ready = eta
+            attributes["celery.queue_wait_ms"] = round(max(0.0, now - ready) * 1000, 3)
+        return attributes
+
+    def on_retry(self, request: Any = None, reason: Any = None, **_: Any) -> None:
+        """task_retry: this attempt ends as a retry, not an error; the next attempt gets its own span."""
+        running = self._current(getattr(request, "id", None))
+        if running is None:
+            return
+        span = running.span
+        span.set_attribute("celery.retry.reason", str(reason)[:500])
+        span.add_event("celery.retry", {"celery.retries": int(getattr(request, "retries", 0) or 0)})
+
+    def on_failure(
+        self,
+        task_id: str | None = None,
+        exception: BaseException | None = None,
+        sender: Any = None,
+        einfo: Any = None,
+        **_: Any,
+    ) -> None:
+        """task_failure: record the exception (unless the task declares it in ``throws``)."""
+        try:
+            self._failure(task_id, exception, sender, einfo)
+        except Exception:
+            _log.warning("tracehook: could not record the failure of task %s", task_id, exc_info=True)
+
+    def _failure(self, task_id: str | None, exception: BaseException | None, task: Any, einfo: Any) -> None:
+        if task_id is None or exception is None:
+            return
+        running = self._current(task_id)
+        if running is None:
+            # Hard time limit: the pool killed the child, the parent reports the failure. Give it a span.
+            self._orphan_span(task, task_id, exception)
+            return
+        expected = tuple(getattr(task, "throws", ()) or ())
+        if expected and isinstance(exception, expected):
+            running.span.set_attribute("celery.expected_error", type(exception).__qualname__)
+            running.span.add_event("celery.expected_error", {"exception.message": str(exception)[:500]})
+            return
+        if isinstance(exception, Exception):
+            record_error(running.span, exception)
+
+    def on_postrun(
+        self, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
+    ) -> None:
+        """task_postrun: end the span with the task's state, clear the log context."""
+        if task_id is None:
+            return
+        stack = self._running.get(task_id)
+        if not stack:
+            return
+        running = stack.pop()
+        if not stack:
+            del self._running[task_id]
+        try:
+            span = running.span
+            span.set_attribute("celery.state", str(state))
+            if state in ("IGNORED", "REJECTED"):
+                span.set_status(Status(StatusCode.UNSET))
+            span.set_attribute("celery.duration_ms", round((time.monotonic() - running.started) * 1000, 3))
+        except Exception:
+            _log.debug("tracehook: could not annotate task span", exc_info=True)
+        finally:
+            structlog.contextvars.reset_contextvars(**running.log_tokens)
+            try:
+                otel_context.detach(running.token)  # type: ignore[arg-type]
+            except Exception:
+                _log.debug("tracehook: context detach failed", exc_info=True)
+            running.span.end()
+
+    def _current(self, task_id: str | None) -> _Running | None:
+        if task_id is None:
+            return None
+        stack = self._running.get(task_id)
+        return stack[-1] if stack else None
+
+    # -- tasks that never ran -----------------------------------------------------------------------
+
+    def on_revoked(
+        self,
+        request: Any = None,
+        terminated: bool = False,
+        signum: Any = None,
+        expired: bool = False,
+        **_: Any,
+    ) -> None:
+        """task_revoked: a span for the revoked task, ended at once with the reason."""
+        try:
+            reason = "expired" if expired else ("terminated" if terminated else "revoked")
+            self._message_span(
+                request,
+                f"{reason}",
+                {
+                    "celery.revoked": True,
+                    "celery.revoke_reason": reason,
+                    "celery.terminate_signal": str(signum or ""),
+                },
+            )
+        except Exception:
+            _log.debug("tracehook: could not trace a revoked task", exc_info=True)
+
+    def on_rejected(self, message: Any = None, exc: Any = None, **_: Any) -> None:
+        """task_rejected / task_unknown: a message the worker would not run, as an ERROR span."""
+        try:
+            headers = dict(getattr(message, "headers", None) or {})
+            name = str(headers.get("task") or "unknown")
+            parent = extract_context(headers)
+            span = self._tracer().start_span(
+                f"run {name}",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "celery.task_name": name,
+                    "celery.task_id": str(headers.get("id") or ""),
+                    "celery.state": "REJECTED",
+                    "messaging.system": self._messaging_system(),
+                },
+            )
+            span.set_status(Status(StatusCode.ERROR, f"rejected by the worker: {exc!s}"[:300]))
+            span.end()
+        except Exception:
+            _log.debug("tracehook: could not trace a rejected message", exc_info=True)
+
+    def _message_span(self, request: Any, status: str, attributes: Mapping[str, Any]) -> None:
+        if request is None:
+            return
+        carrier = _request_headers(request)
+        name = str(getattr(request, "name", None) or getattr(request, "task_name", "unknown"))
+        task_id = str(getattr(request, "id", "") or getattr(request, "task_id", ""))
+        span = self._tracer().start_span(
+            f"run {name}",
+            context=extract_context(carrier),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "celery.task_name": name,
+                "celery.task_id": task_id,
+                "celery.state": status.upper(),
+                **attributes,
+            },
+        )
+        span.set_status(Status(StatusCode.ERROR, f"task {status} before it finished"))
+        span.end()
+
+    def _orphan_span(self, task: Any, task_id: str, exception: BaseException) -> None:
+        request = getattr(task, "request", None)
+        name = str(getattr(task, "name", "unknown"))
+        same_task = request is not None and getattr(request, "id", None) == task_id
+        carrier = _request_headers(request) if same_task else {}
+        span = self._tracer().start_span(
+            f"run {name}",
+            context=extract_context(carrier),
+            kind=SpanKind.CONSUMER,
+            attributes={"celery.task_name": name, "celery.task_id": task_id, "celery.state": "FAILURE"},
+        )
+        if isinstance(exception, Exception):
+            record_error(span, exception)
+        span.end()
+
+    # -- processes ----------------------------------------------------------------------------------
+
+    def on_process_init(self, **_: Any) -> None:
+        """worker_process_init / worker_init: set up tracing and logging in this process."""
+        if not self.configure:
+            return
+        from tracing.logs import configure_logging  # noqa: PLC0415
+        from tracing.settings import load_settings  # noqa: PLC0415
+        from tracing.setup import configure_tracing, current_settings  # noqa: PLC0415
+
+        try:
+            settings = self.settings or current_settings() or load_settings(service_name="tracehook-worker")
+            configure_tracing(settings)
+            configure_logging(settings)
+        except Exception:
+            _log.exception("tracehook: could not set up tracing in the worker process")
+
+    def on_process_shutdown(self, **_: Any) -> None:
+        """worker_process_shutdown / worker_shutdown: export what is left, within the flush timeout."""
+        from tracing.setup import shutdown_tracing  # noqa: PLC0415
+
+        for task_id in list(self._running):
+            for running in self._running.pop(task_id, []):
+                running.span.set_status(Status(StatusCode.ERROR, "worker process exited during the task"))
+                running.span.end()
+        shutdown_tracing(self.flush_timeout_s)
+
+    def on_setup_logging(self, **_: Any) -> None:
+        """setup_logging: our logging instead of Celery's (connecting this stops Celery's own set-up)."""
+        self.on_process_init()
+
+    # -- wiring -------------------------------------------------------------------------------------
+
+    def connect(self, signal: Any, handler: Callable[..., None]) -> None:
+        """Connect a handler strongly and remember it for ``uninstrument``."""
+        signal.connect(handler, weak=False)
+        self._connected.append((signal, handler))
+
+    def uninstrument(self) -> None:
+        """Disconnect every handler and restore the app's publisher."""
+        for signal, handler in self._connected:
+            signal.disconnect(handler)
+        self._connected.clear()
+        if self._original_sender is not None:
+            self.app.amqp.send_task_message = self._original_sender
+            self._original_sender = None
+        if getattr(self.app, _INSTRUMENTED_FLAG, None) is self:
+            delattr(self.app, _INSTRUMENTED_FLAG)
+
+    @property
+    def running_tasks(self) -> int:
+        """How many task spans are open in this process (0 between tasks: nothing survives a task)."""
+        return sum(len(stack) for stack in self._running.values())
+
+
+def _merge_baggage(existing: str, ours: str) -> str:
+    """One baggage header: the user's entries kept, ours added where the key is new."""
+    entries: dict[str, str] = {}
+    for part in (existing + "," + ours).split(","):
+        item = part.strip()
+        if not item:
+            continue
+        key = item.split("=", 1)[0].strip()
+        entries.setdefault(key, item)
+    return ",".join(entries.values())
+
+
+def _request_headers(request: Any) -> dict[str, Any]:
+    """The trace headers of a Celery request, wherever this Celery version put them."""
+    found: dict[str, Any] = {}
+    nested = getattr(request, "headers", None)
+    nested = nested if isinstance(nested, Mapping) else {}
+    for key in (*TRACE_HEADERS, ENQUEUED_AT_HEADER):
+        value = getattr(request, key, None)
+        if value is None:
+            value = nested.get(key)
+        if value is None and isinstance(request, Mapping):
+            value = request.get(key)
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _eta_seconds(eta: Any) -> float | None:
+    if eta is None:
+        return None
+    if isinstance(eta, datetime):
+        return eta.timestamp()
+    try:
+        return datetime.fromisoformat(str(eta)).timestamp()
+    except ValueError:
+        return None
+
+
+def instrument_celery(
+    app: Any,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    settings: TracingSettings | None = None,
+    configure_worker: bool = True,
+    log_baggage_keys: Sequence[str] = ("event_id", "event_type"),
+    log_context: LogContext | None = None,
+    flush_timeout_s: float = 5.0,
+) -> CeleryInstrumentation:
+    """Trace a Celery app: publish and run spans, per-process set-up and flush, task log context.
+
+    Put it next to your Celery app (``app = Celery(...); instrument_celery(app)``); calling it again for
+    the same app returns the first instrumentation.
+
+    Args:
+        app: the Celery app.
+        tracer_provider: the provider for the spans; the global one when omitted.
+        settings: the settings worker processes set up tracing and logging with; the environment's
+            when omitted.
+        configure_worker: set up tracing and logging in each worker process (``worker_init``,
+            ``worker_process_init``) and take over Celery's logging set-up (``setup_logging``).
+        log_baggage_keys: baggage entries (and task keyword arguments) bound to every log line of a task.
+        log_context: optional hook ``(task, args, kwargs) -> fields`` for more log fields of a task.
+        flush_timeout_s: the most a process waits at exit for its spans to be exported.
+
+    Returns:
+        The instrumentation; ``.uninstrument()`` undoes it.
+    """
+    existing = getattr(app, _INSTRUMENTED_FLAG, None)
+    if isinstance(existing, CeleryInstrumentation):
+        return existing
+    from celery import signals  # noqa: PLC0415
+
+    inst = CeleryInstrumentation(
+        app=app,
+        tracer_provider=tracer_provider,
+        log_baggage_keys=tuple(log_baggage_keys),
+        log_context=log_context,
+        flush_timeout_s=flush_timeout_s,
+        settings=settings,
+        configure=configure_worker,
+    )
+    original = app.amqp.send_task_message
+    inst._original_sender = original
+    app.amqp.send_task_message = inst.wrap_sender(original)
+    inst.connect(signals.task_prerun, inst.on_prerun)
+    inst.connect(signals.task_postrun, inst.on_postrun)
+    inst.connect(signals.task_failure, inst.on_failure)
+    inst.connect(signals.task_retry, inst.on_retry)
+    inst.connect(signals.task_revoked, inst.on_revoked)
+    inst.connect(signals.task_rejected, inst.on_rejected)
+    inst.connect(signals.task_unknown, inst.on_rejected)
+    inst.connect(signals.worker_process_shutdown, inst.on_process_shutdown)
+    inst.connect(signals.worker_shutdown, inst.on_process_shutdown)
+    if configure_worker:
+        app.conf.worker_hijack_root_logger = False
+        inst.connect(signals.worker_init, inst.on_process_init)
+        inst.connect(signals.worker_process_init, inst.on_process_init)
+        inst.connect(signals.setup_logging, inst.on_setup_logging)
+    setattr(app, _INSTRUMENTED_FLAG, inst)
+    return inst
