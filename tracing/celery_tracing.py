@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +35,8 @@ __all__ = ["ENQUEUED_AT_HEADER", "TRACE_HEADERS", "CeleryInstrumentation", "inst
 ENQUEUED_AT_HEADER: Final = "tracehook_enqueued_at"
 TRACE_HEADERS: Final = ("traceparent", "tracestate", "baggage")
 _INSTRUMENTED_FLAG: Final = "_tracehook_instrumentation"
+_RECEIVED_LIMIT: Final = 4096
+_LOST_IN_CHILD: Final = frozenset({"TimeLimitExceeded", "WorkerLostError", "Terminated"})
 
 _log = logging.getLogger("tracing.celery")
 
@@ -62,6 +65,9 @@ class CeleryInstrumentation:
     _running: dict[str, list[_Running]] = field(default_factory=dict)
     _connected: list[tuple[Any, Callable[..., None]]] = field(default_factory=list)
     _original_sender: Any = None
+    # Worker main process: the trace headers of messages received, so a task that never reports back
+    # from its child (hard time limit, terminate) still gets a span in its own trace. Bounded.
+    _received: OrderedDict[str, tuple[str, dict[str, Any]]] = field(default_factory=OrderedDict)
     _provider: Any = None
     _cached_tracer: Tracer | None = None
 
@@ -81,6 +87,12 @@ class CeleryInstrumentation:
 
         def send_task_message(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
             try:
+                extra = kwargs.get("headers")
+                if isinstance(extra, Mapping) and extra:
+                    # apply_async(headers=...) arrives here and is merged over the message's headers by
+                    # Celery after us: fold it in first, so a user baggage is merged rather than winning.
+                    kwargs = {**kwargs, "headers": None}
+                    headers_of(message).update(extra)
                 span = self._start_publish(name, message, kwargs)
             except Exception:
                 _log.warning("tracehook: could not trace the publish of %s", name, exc_info=True)
@@ -101,7 +113,7 @@ class CeleryInstrumentation:
         return send_task_message
 
     def _start_publish(self, name: str, message: Any, kwargs: Mapping[str, Any]) -> Span:
-        headers: MutableMapping[str, Any] = message[0] if isinstance(message, tuple) else message.headers
+        headers = headers_of(message)
         task_id = str(headers.get("id") or "")
         queue = kwargs.get("queue")
         destination = getattr(queue, "name", queue) or kwargs.get("routing_key") or self._default_queue()
@@ -162,7 +174,7 @@ class CeleryInstrumentation:
         self, task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_: Any
     ) -> None:
         """task_prerun: start the CONSUMER span as a child of the publish span, bind the log context."""
-        if task is None or task_id is None:
+        if task is None or task_id is None or not self._ours(task):
             return
         try:
             self._start_run(task_id, task, args or (), kwargs or {})
@@ -259,12 +271,14 @@ class CeleryInstrumentation:
             _log.warning("tracehook: could not record the failure of task %s", task_id, exc_info=True)
 
     def _failure(self, task_id: str | None, exception: BaseException | None, task: Any, einfo: Any) -> None:
-        if task_id is None or exception is None:
+        if task_id is None or exception is None or not self._ours(task):
             return
         running = self._current(task_id)
         if running is None:
-            # Hard time limit: the pool killed the child, the parent reports the failure. Give it a span.
-            self._orphan_span(task, task_id, exception)
+            # The worker's main process reports failures of a child that could not: hard time limit,
+            # child killed. Those get a span of their own, in the task's trace.
+            if type(exception).__name__ in _LOST_IN_CHILD:
+                self._orphan_span(task, task_id, exception)
             return
         expected = tuple(getattr(task, "throws", ()) or ())
         if expected and isinstance(exception, expected):
@@ -288,9 +302,12 @@ class CeleryInstrumentation:
             del self._running[task_id]
         try:
             span = running.span
-            span.set_attribute("celery.state", str(state))
-            if state in ("IGNORED", "REJECTED"):
-                span.set_status(Status(StatusCode.UNSET))
+            if state is None:
+                # The task was interrupted (hard time limit, terminate): postrun runs, the task did not.
+                span.set_attribute("celery.state", "INTERRUPTED")
+                span.set_status(Status(StatusCode.ERROR, "task interrupted before it finished"))
+            else:
+                span.set_attribute("celery.state", str(state))
             span.set_attribute("celery.duration_ms", round((time.monotonic() - running.started) * 1000, 3))
         except Exception:
             _log.debug("tracehook: could not annotate task span", exc_info=True)
@@ -301,6 +318,11 @@ class CeleryInstrumentation:
             except Exception:
                 _log.debug("tracehook: context detach failed", exc_info=True)
             running.span.end()
+
+    def _ours(self, task: Any) -> bool:
+        # Celery's task signals are global: with several apps in one process, each instrumentation
+        # handles only its own app's tasks.
+        return getattr(task, "app", self.app) is self.app
 
     def _current(self, task_id: str | None) -> _Running | None:
         if task_id is None:
@@ -316,9 +338,12 @@ class CeleryInstrumentation:
         terminated: bool = False,
         signum: Any = None,
         expired: bool = False,
+        sender: Any = None,
         **_: Any,
     ) -> None:
         """task_revoked: a span for the revoked task, ended at once with the reason."""
+        if sender is not None and not self._ours(sender):
+            return
         try:
             reason = "expired" if expired else ("terminated" if terminated else "revoked")
             self._message_span(
@@ -333,8 +358,10 @@ class CeleryInstrumentation:
         except Exception:
             _log.debug("tracehook: could not trace a revoked task", exc_info=True)
 
-    def on_rejected(self, message: Any = None, exc: Any = None, **_: Any) -> None:
+    def on_rejected(self, message: Any = None, exc: Any = None, sender: Any = None, **_: Any) -> None:
         """task_rejected / task_unknown: a message the worker would not run, as an ERROR span."""
+        if not self._ours(sender):
+            return
         try:
             headers = dict(getattr(message, "headers", None) or {})
             name = str(headers.get("task") or "unknown")
@@ -355,12 +382,28 @@ class CeleryInstrumentation:
         except Exception:
             _log.debug("tracehook: could not trace a rejected message", exc_info=True)
 
+    def on_received(self, request: Any = None, sender: Any = None, **_: Any) -> None:
+        """task_received (worker main process): remember the message's trace headers, bounded."""
+        if not self._ours(sender):
+            return
+        try:
+            task_id = str(getattr(request, "id", "") or "")
+            if not task_id:
+                return
+            headers = getattr(getattr(request, "_message", None), "headers", None) or {}
+            carrier = {key: headers[key] for key in (*TRACE_HEADERS, ENQUEUED_AT_HEADER) if key in headers}
+            self._received[task_id] = (str(getattr(request, "name", "unknown")), carrier)
+            while len(self._received) > _RECEIVED_LIMIT:
+                self._received.popitem(last=False)
+        except Exception:
+            _log.debug("tracehook: could not note a received task", exc_info=True)
+
     def _message_span(self, request: Any, status: str, attributes: Mapping[str, Any]) -> None:
         if request is None:
             return
-        carrier = _request_headers(request)
         name = str(getattr(request, "name", None) or getattr(request, "task_name", "unknown"))
         task_id = str(getattr(request, "id", "") or getattr(request, "task_id", ""))
+        carrier = _request_headers(request) or self._received.pop(task_id, ("", {}))[1]
         span = self._tracer().start_span(
             f"run {name}",
             context=extract_context(carrier),
@@ -376,15 +419,21 @@ class CeleryInstrumentation:
         span.end()
 
     def _orphan_span(self, task: Any, task_id: str, exception: BaseException) -> None:
-        request = getattr(task, "request", None)
-        name = str(getattr(task, "name", "unknown"))
-        same_task = request is not None and getattr(request, "id", None) == task_id
-        carrier = _request_headers(request) if same_task else {}
+        # Celery reports a hard time limit twice (pool and request); the first report takes the entry.
+        received = self._received.pop(task_id, None)
+        if received is None:
+            return
+        name, carrier = received
         span = self._tracer().start_span(
             f"run {name}",
             context=extract_context(carrier),
             kind=SpanKind.CONSUMER,
-            attributes={"celery.task_name": name, "celery.task_id": task_id, "celery.state": "FAILURE"},
+            attributes={
+                "celery.task_name": name,
+                "celery.task_id": task_id,
+                "celery.state": "FAILURE",
+                "celery.reported_by": "worker",
+            },
         )
         if isinstance(exception, Exception):
             record_error(span, exception)
@@ -443,6 +492,12 @@ class CeleryInstrumentation:
     def running_tasks(self) -> int:
         """How many task spans are open in this process (0 between tasks: nothing survives a task)."""
         return sum(len(stack) for stack in self._running.values())
+
+
+def headers_of(message: Any) -> MutableMapping[str, Any]:
+    """The headers dict of a Celery task message (a namedtuple whose first field is the headers)."""
+    headers: MutableMapping[str, Any] = message[0] if isinstance(message, tuple) else message.headers
+    return headers
 
 
 def _merge_baggage(existing: str, ours: str) -> str:
@@ -544,6 +599,7 @@ def instrument_celery(
     inst.connect(signals.task_revoked, inst.on_revoked)
     inst.connect(signals.task_rejected, inst.on_rejected)
     inst.connect(signals.task_unknown, inst.on_rejected)
+    inst.connect(signals.task_received, inst.on_received)
     inst.connect(signals.worker_process_shutdown, inst.on_process_shutdown)
     inst.connect(signals.worker_shutdown, inst.on_process_shutdown)
     if configure_worker:
