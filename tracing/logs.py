@@ -58,10 +58,14 @@ class TraceContextAdder:
         return add_trace_context(logger, method_name, event_dict)
 
 
+# Fields the pipeline itself adds: never secrets, and a timestamp looks like a run of digits.
+_OWN_FIELDS: Final = frozenset({"timestamp", "level", "logger", "service", "trace_id", "span_id"})
+
+
 def scrub_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Redact sensitive keys and mask card numbers and SSNs in every value of the line."""
     for key, value in event_dict.items():
-        if key.startswith("_"):
+        if key in _OWN_FIELDS or key.startswith("_"):
             continue
         if key == "event":
             if isinstance(value, str):

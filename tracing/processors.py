@@ -1,26 +1,27 @@
-"""The span pipeline's first stage: scrub and flag slow spans, then hand over to the exporting processor.
+"""The span pipeline: a fork-safe processor, and an exporter wrapper that scrubs and flags slow spans.
 
-Scrubbing happens when a span ends, so attributes set by any instrumentation (ours, httpx's, Celery's)
-are covered, not only those passed through our helpers. Spans that need no change are passed on as they
-are; only a span with something to scrub or flag is copied.
+Scrubbing happens on the way out, in :class:`ScrubbingSpanExporter`, so it covers attributes set by any
+instrumentation (ours, httpx's, Celery's) and, with batch export, runs on the export thread instead of
+the request or task that ended the span. Nothing leaves the process unscrubbed. Spans that need no change
+are passed on as they are; only a span with something to scrub or flag is copied.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, format_span_id, format_trace_id
 
 from tracing.scrubbing import scrub_text, scrub_value
 
-__all__ = ["SLOW_ATTRIBUTE", "SlowSpanCallback", "TracehookSpanProcessor"]
+__all__ = ["SLOW_ATTRIBUTE", "ScrubbingSpanExporter", "SlowSpanCallback", "TracehookSpanProcessor"]
 
 SLOW_ATTRIBUTE = "slow"
 SlowSpanCallback = Callable[[ReadableSpan, float], None]
@@ -57,29 +58,18 @@ def log_slow_span(span: ReadableSpan, duration_ms: float) -> None:
 
 
 class TracehookSpanProcessor(SpanProcessor):
-    """Scrubs secrets and personal data, flags slow spans, then delegates (usually to batch export).
+    """Hands finished spans to a delegate (usually batch export), rebuilt in each forked child.
 
-    The delegate is built by ``delegate_factory``; in a forked child process a fresh one is built, so the
-    child never shares the parent's export thread, queue or HTTP connections (prefork workers).
+    In a forked child process a fresh delegate is built, so the child never shares the parent's export
+    thread, queue or HTTP connections (prefork workers).
 
     Args:
         delegate_factory: builds the processor that receives the finished spans.
-        slow_threshold_ms: spans longer than this get ``slow=true`` and ``on_slow`` is called.
-        on_slow: called with the span and its duration in ms; defaults to a warning log line.
     """
 
-    def __init__(
-        self,
-        delegate_factory: Callable[[], SpanProcessor],
-        *,
-        slow_threshold_ms: float = 1000.0,
-        on_slow: SlowSpanCallback | None = log_slow_span,
-    ) -> None:
+    def __init__(self, delegate_factory: Callable[[], SpanProcessor]) -> None:
         self._factory = delegate_factory
         self._delegate = delegate_factory()
-        self._slow_ns = int(slow_threshold_ms * 1_000_000)
-        self._on_slow = on_slow
-        self._lock = threading.Lock()
         self._pid = os.getpid()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork_in_child)
@@ -99,7 +89,6 @@ class TracehookSpanProcessor(SpanProcessor):
     def _after_fork_in_child(self) -> None:
         # The inherited delegate's queue holds the parent's spans (the parent exports them) and its HTTP
         # session may share a socket with the parent: start afresh.
-        self._lock = threading.Lock()
         self._pid = os.getpid()
         try:
             self._delegate = self._factory()
@@ -111,15 +100,55 @@ class TracehookSpanProcessor(SpanProcessor):
         self._delegate.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Scrub and flag the finished span, then hand it to the delegate; never raises."""
-        try:
-            span = self._prepare(span)
-        except Exception:
-            _log.debug(
-                "tracing: could not scrub span %s; dropping it to keep secrets in", span.name, exc_info=True
-            )
-            return
+        """Pass the finished span on to the delegate."""
         self._delegate.on_end(span)
+
+    def shutdown(self) -> None:
+        """Shut the delegate down (flushing what it holds)."""
+        self._delegate.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything the delegate holds, within the timeout."""
+        return self._delegate.force_flush(timeout_millis)
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Scrubs secrets and personal data and flags slow spans, then hands the batch to ``inner``.
+
+    Args:
+        inner: the exporter that sends the spans.
+        slow_threshold_ms: spans longer than this get ``slow=true`` and ``on_slow`` is called.
+        on_slow: called with the span and its duration in ms; defaults to a warning log line.
+    """
+
+    def __init__(
+        self,
+        inner: SpanExporter,
+        *,
+        slow_threshold_ms: float = 1000.0,
+        on_slow: SlowSpanCallback | None = log_slow_span,
+    ) -> None:
+        self.inner = inner
+        self._slow_ns = int(slow_threshold_ms * 1_000_000)
+        self._on_slow = on_slow
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Scrub and flag each span, then export; a span that cannot be scrubbed is dropped, not leaked."""
+        prepared: list[ReadableSpan] = []
+        for span in spans:
+            try:
+                prepared.append(self._prepare(span))
+            except Exception:
+                _log.debug("tracing: could not scrub span %s; dropping it", span.name, exc_info=True)
+        return self.inner.export(prepared)
+
+    def shutdown(self) -> None:
+        """Shut the inner exporter down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the inner exporter."""
+        return self.inner.force_flush(timeout_millis)
 
     def _prepare(self, span: ReadableSpan) -> ReadableSpan:
         attributes = _scrub_attributes(span.attributes)
@@ -164,11 +193,3 @@ class TracehookSpanProcessor(SpanProcessor):
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
-
-    def shutdown(self) -> None:
-        """Shut the delegate down (flushing what it holds)."""
-        self._delegate.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export everything the delegate holds, within the timeout."""
-        return self._delegate.force_flush(timeout_millis)

@@ -69,16 +69,12 @@ def is_sensitive_key(key: str) -> bool:
     return _key_kind(key) == _SECRET
 
 
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn checksum of a string of ASCII digits (the check every card number passes)."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if position % 2:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
+    total = sum(map(int, digits[-1::-2])) + sum(_DOUBLED[int(char)] for char in digits[-2::-2])
     return total % 10 == 0
 
 
@@ -108,10 +104,21 @@ def _card_shaped(sizes: Sequence[int]) -> bool:
     return all(size == 4 for size in sizes[:-1]) and 1 <= sizes[-1] <= 4
 
 
+_SEPARATORS = str.maketrans("", "", " -")
+
+
 def _mask_cards(run: str) -> str:
-    groups = [(m.start(), m.end()) for m in _DIGIT_GROUP.finditer(run)]
-    if sum(end - start for start, end in groups) < _MIN_CARD:
+    whole = run.translate(_SEPARATORS)
+    if len(whole) < _MIN_CARD:
         return run
+    # Fast path: the whole run is one card number (the common case).
+    if (
+        len(whole) <= _MAX_CARD
+        and _card_shaped([len(g) for g in _DIGIT_GROUP.findall(run)])
+        and luhn_valid(whole)
+    ):
+        return _mask(run)
+    groups = [(m.start(), m.end()) for m in _DIGIT_GROUP.finditer(run)]
     pieces: list[str] = []
     cursor = 0
     i = 0
@@ -124,7 +131,7 @@ def _mask_cards(run: str) -> str:
                 break
             if digits >= _MIN_CARD and _card_shaped([end - start for start, end in groups[i : j + 1]]):
                 candidate = run[groups[i][0] : groups[j][1]]
-                if luhn_valid(candidate.replace(" ", "").replace("-", "")):
+                if luhn_valid(candidate.translate(_SEPARATORS)):
                     found = j
         if found < 0:
             i += 1
@@ -147,6 +154,8 @@ def scrub_text(text: str) -> str:
     if _DIGIT_RUN.search(text) is None:
         return text
     text = _DIGIT_RUN.sub(lambda m: _mask_cards(m.group()), text)
+    if _SSN.search(text) is None:
+        return text
     return _SSN.sub(lambda m: f"***{m.group(2)}**{m.group(2)}{m.group(4)}", text)
 
 

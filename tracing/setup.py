@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import Sampler
 
 from tracing.exporters import OtlpJsonFileExporter
-from tracing.processors import TracehookSpanProcessor
+from tracing.processors import ScrubbingSpanExporter, TracehookSpanProcessor
 from tracing.sampling import build_sampler
 from tracing.settings import TracingSettings, load_settings
 
@@ -92,9 +92,10 @@ def _delegate_factory(
     settings: TracingSettings, exporter: SpanExporter | None, *, batch: bool
 ) -> Callable[[], SpanProcessor]:
     def build() -> SpanProcessor:
-        chosen = exporter if exporter is not None else build_exporter(settings)
-        if chosen is None:
+        inner = exporter if exporter is not None else build_exporter(settings)
+        if inner is None:
             return SpanProcessor()  # the no-op base: spans are recorded (for logs) but not exported
+        chosen = ScrubbingSpanExporter(inner, slow_threshold_ms=settings.slow_threshold_ms)
         if not batch:
             return SimpleSpanProcessor(chosen)
         return BatchSpanProcessor(chosen, max_queue_size=settings.max_queue_size)
@@ -141,9 +142,7 @@ def configure_tracing(
             span_limits=SpanLimits(max_attribute_length=settings.max_attribute_length),
             shutdown_on_exit=False,
         )
-        processor = TracehookSpanProcessor(
-            _delegate_factory(settings, exporter, batch=batch), slow_threshold_ms=settings.slow_threshold_ms
-        )
+        processor = TracehookSpanProcessor(_delegate_factory(settings, exporter, batch=batch))
         provider.add_span_processor(processor)
         if set_global:
             _install_global(provider)

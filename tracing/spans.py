@@ -33,8 +33,21 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+_cached_tracer: tuple[object, Tracer] | None = None
+
+
 def _tracer(tracer: Tracer | None) -> Tracer:
-    return tracer if tracer is not None else trace.get_tracer(INSTRUMENTATION_NAME)
+    # trace.get_tracer costs several microseconds per call in the SDK (it builds a scope and touches the
+    # warnings filters): look it up once per provider, so a provider set up later is still followed.
+    global _cached_tracer  # noqa: PLW0603
+    if tracer is not None:
+        return tracer
+    provider = trace.get_tracer_provider()
+    cached = _cached_tracer
+    if cached is None or cached[0] is not provider:
+        cached = (provider, provider.get_tracer(INSTRUMENTATION_NAME))
+        _cached_tracer = cached
+    return cached[1]
 
 
 def flatten_attributes(attributes: Mapping[str, Any], prefix: str = "") -> dict[str, AttributeValue]:
