@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, format_span_id, format_trace_id
 
 from tracing.scrubbing import scrub_text, scrub_value
 
-__all__ = ["SLOW_ATTRIBUTE", "ScrubbingSpanExporter", "SlowSpanCallback", "TracehookSpanProcessor"]
+__all__ = [
+    "SLOW_ATTRIBUTE",
+    "CountingBatchSpanProcessor",
+    "ScrubbingSpanExporter",
+    "SlowSpanCallback",
+    "TracehookSpanProcessor",
+]
 
 SLOW_ATTRIBUTE = "slow"
 SlowSpanCallback = Callable[[ReadableSpan, float], None]
@@ -193,3 +200,51 @@ class ScrubbingSpanExporter(SpanExporter):
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, counting the spans it drops because its queue is full.
+
+    The SDK logs "Queue full" once and then stays silent; here every drop is counted (``dropped``) and a
+    warning with the count since the last one is logged at most every ``report_interval_s`` and at
+    shutdown, so a lossy export never goes unnoticed.
+    """
+
+    def __init__(self, exporter: SpanExporter, *, report_interval_s: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(exporter, **kwargs)
+        self.dropped = 0
+        self._reported = 0
+        self._report_interval_s = report_interval_s
+        self._last_report = time.monotonic()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue the span, counting it as dropped when the queue is full."""
+        # The SDK keeps its queue private; read it defensively so a future SDK only loses the count.
+        inner = getattr(self, "_batch_processor", None)
+        queue = getattr(inner, "_queue", None)
+        limit = getattr(inner, "_max_queue_size", None)
+        sampled = span.context is not None and span.context.trace_flags.sampled
+        if sampled and queue is not None and limit is not None and len(queue) >= limit:
+            self.dropped += 1
+            if time.monotonic() - self._last_report >= self._report_interval_s:
+                self.report_drops()
+        super().on_end(span)
+
+    def report_drops(self) -> int:
+        """Log the drops since the last report; returns how many that was."""
+        new = self.dropped - self._reported
+        self._last_report = time.monotonic()
+        if new:
+            self._reported = self.dropped
+            _log.warning(
+                "tracing: %d span(s) dropped because the export queue was full (%d in all); "
+                "the tracing backend is down or too slow, or OTEL_BSP_MAX_QUEUE_SIZE is too small",
+                new,
+                self.dropped,
+            )
+        return new
+
+    def shutdown(self) -> None:
+        """Report any drops, then shut down."""
+        self.report_drops()
+        super().shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated

@@ -16,7 +16,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
@@ -24,7 +23,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import Sampler
 
 from tracing.exporters import OtlpJsonFileExporter
-from tracing.processors import ScrubbingSpanExporter, TracehookSpanProcessor
+from tracing.processors import CountingBatchSpanProcessor, ScrubbingSpanExporter, TracehookSpanProcessor
 from tracing.sampling import build_sampler
 from tracing.settings import TracingSettings, load_settings
 
@@ -98,7 +97,7 @@ def _delegate_factory(
         chosen = ScrubbingSpanExporter(inner, slow_threshold_ms=settings.slow_threshold_ms)
         if not batch:
             return SimpleSpanProcessor(chosen)
-        return BatchSpanProcessor(chosen, max_queue_size=settings.max_queue_size)
+        return CountingBatchSpanProcessor(chosen, max_queue_size=settings.max_queue_size)
 
     return build
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracing import (
@@ -19,6 +23,7 @@ from tracing import (
     iter_otlp_json_spans,
     trace_span,
 )
+from tracing.processors import CountingBatchSpanProcessor
 
 
 def _read_spans(path: Path) -> list[dict[str, object]]:
@@ -122,3 +127,42 @@ class TestForkAndExit:
         env = {**os.environ, "TRACE_EXPORTER": f"file:{path}", "OTEL_BSP_SCHEDULE_DELAY": "60000"}
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
         assert [s["name"] for s in _read_spans(path)] == ["last-words"]
+
+
+class _BlockedExporter(InMemorySpanExporter):
+    """An exporter stuck on a backend that does not answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def export(self, spans):  # type: ignore[no-untyped-def]
+        self.release.wait(10)
+        return super().export(spans)
+
+
+class TestDroppedSpans:
+    """Spans dropped because the export queue is full are counted and reported, never silent."""
+
+    def test_drops_counted_and_warned(self, caplog: pytest.LogCaptureFixture) -> None:
+        """With the exporter stuck and a queue of 2, the drops are counted and a warning gives the count."""
+        exporter = _BlockedExporter()
+        processor = CountingBatchSpanProcessor(
+            exporter,
+            max_queue_size=2,
+            max_export_batch_size=1,
+            schedule_delay_millis=60_000,
+            report_interval_s=3600,
+        )
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        tracer = provider.get_tracer("t")
+        for i in range(12):
+            tracer.start_span(f"s{i}").end()
+        assert processor.dropped >= 8
+        with caplog.at_level(logging.WARNING, logger="tracing"):
+            reported = processor.report_drops()
+        assert reported == processor.dropped
+        assert f"{reported} span(s) dropped" in caplog.text
+        exporter.release.set()
+        provider.shutdown()
