@@ -33,7 +33,9 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 bench: install redis
-	$(PY) benchmarks/span_overhead.py
+	$(PY) benchmarks/span_overhead.py --batch
+	$(PY) benchmarks/span_overhead.py --batch --clean
+	$(PY) benchmarks/celery_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,160 @@
+"""The Celery app of ``benchmarks/celery_overhead.py``: one no-op task, traced as ``BENCH_VARIANT`` says.
+
+Started by the benchmark as ``celery -A benchmarks._celery_bench_app worker ...`` and imported by its
+producer processes. Variables (the benchmark sets them):
+
+* ``BENCH_VARIANT``: ``plain`` (no tracing), ``stock`` (opentelemetry-instrumentation-celery, set up per
+  pool child in ``worker_process_init`` as its docs say) or ``tracehook`` (``tracing.instrument_celery``,
+  which sets tracing up per process from the environment: ``TRACE_EXPORTER``,
+  ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``SERVICE_NAME``);
+* ``BENCH_BROKER_URL``: the Redis broker (default ``redis://127.0.0.1:6379/9``);
+* ``CELERY_DEFAULT_QUEUE``: the queue (read by ``workers.config.celery_config``);
+* ``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``BENCH_SERVICE``: where the stock variant exports, under which name;
+* ``BENCH_PROFILE_DIR``: when set, each pool child runs under cProfile and dumps
+  ``child-<pid>.prof`` there when it shuts down (diagnosis only: it slows everything down).
+
+The task, ``bench.noop(key)``, only increments a Redis counter, which the benchmark polls to see when
+every task has run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Final
+
+import redis
+from celery import Celery, signals
+
+from workers.config import celery_config
+
+VARIANTS: Final = ("plain", "stock", "tracehook")
+VARIANT: Final = os.environ.get("BENCH_VARIANT", "plain").strip() or "plain"
+BROKER_URL: Final = os.environ.get("BENCH_BROKER_URL", "").strip() or "redis://127.0.0.1:6379/9"
+
+if VARIANT not in VARIANTS:
+    raise RuntimeError(f"BENCH_VARIANT={VARIANT!r} is not one of {', '.join(VARIANTS)}")
+
+
+def _config() -> dict[str, Any]:
+    env = dict(os.environ)
+    env["REDIS_URL"] = BROKER_URL
+    env["CELERY_BROKER_URL"] = BROKER_URL
+    env.pop("CELERY_RESULT_BACKEND", None)
+    return celery_config(env)
+
+
+app = Celery("celery_bench")
+app.conf.update(_config())
+
+_client: redis.Redis | None = None
+_client_pid = 0
+
+
+def _redis() -> redis.Redis:
+    global _client, _client_pid  # noqa: PLW0603  # one client per process, made after the fork
+    if _client is None or _client_pid != os.getpid():
+        _client = redis.Redis.from_url(BROKER_URL)
+        _client_pid = os.getpid()
+    return _client
+
+
+@app.task(name="bench.noop", ignore_result=True)
+def noop(key: str) -> None:
+    """Count one run; nothing else."""
+    _redis().incr(key)
+
+
+# -- tracing, per variant ---------------------------------------------------------------------------
+
+
+def _stock_provider(service: str) -> Any:
+    """An SDK provider exporting in batches over OTLP/HTTP, as the stock instrumentation's docs say."""
+    from opentelemetry import trace  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318").rstrip("/")
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=base + "/v1/traces")))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _stock_instrument(service: str) -> Any:
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor  # noqa: PLC0415
+
+    provider = _stock_provider(service)
+    CeleryInstrumentor().instrument()
+    return provider
+
+
+if VARIANT == "stock":
+
+    @signals.worker_process_init.connect(weak=False)
+    def _init_stock_child(**_: Any) -> None:
+        _stock_instrument(os.environ.get("BENCH_SERVICE", "bench-stock-worker"))
+
+elif VARIANT == "tracehook":
+    from tracing import instrument_celery
+
+    instrument_celery(app)
+
+
+_producer_provider: Any = None
+
+
+def setup_producer() -> None:
+    """Set up tracing in a producer process, the way the variant's own docs say."""
+    global _producer_provider  # noqa: PLW0603
+    if VARIANT == "stock":
+        _producer_provider = _stock_instrument(os.environ.get("BENCH_SERVICE", "bench-stock-producer"))
+    elif VARIANT == "tracehook":
+        from tracing import configure_tracing, load_settings  # noqa: PLC0415
+
+        _producer_provider = configure_tracing(load_settings(service_name="bench-producer"))
+
+
+def flush_producer(timeout_s: float) -> None:
+    """Export the producer's spans, waiting no longer than ``timeout_s`` (the endpoint may be down)."""
+    import threading  # noqa: PLC0415
+
+    if VARIANT == "plain" or _producer_provider is None:
+        return
+    if VARIANT == "tracehook":
+        from tracing import shutdown_tracing  # noqa: PLC0415
+
+        shutdown_tracing(timeout_s)
+        return
+    provider = _producer_provider
+    worker = threading.Thread(
+        target=lambda: (provider.force_flush(int(timeout_s * 1000)), provider.shutdown()), daemon=True
+    )
+    worker.start()
+    worker.join(timeout_s)
+
+
+# -- diagnosis: cProfile in each pool child ---------------------------------------------------------
+
+_PROFILE_DIR: Final = os.environ.get("BENCH_PROFILE_DIR", "").strip()
+
+if _PROFILE_DIR:
+    import cProfile
+
+    _profiler: cProfile.Profile | None = None
+
+    @signals.worker_process_init.connect(weak=False)
+    def _start_profile(**_: Any) -> None:
+        global _profiler  # noqa: PLW0603
+        _profiler = cProfile.Profile()
+        _profiler.enable()
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _dump_profile(**_: Any) -> None:
+        if _profiler is None:
+            return
+        _profiler.disable()
+        os.makedirs(_PROFILE_DIR, exist_ok=True)
+        _profiler.dump_stats(os.path.join(_PROFILE_DIR, f"child-{os.getpid()}-{int(time.time())}.prof"))
