@@ -404,17 +404,7 @@ class CeleryInstrumentation:
         name = str(getattr(request, "name", None) or getattr(request, "task_name", "unknown"))
         task_id = str(getattr(request, "id", "") or getattr(request, "task_id", ""))
         carrier = _request_headers(request) or self._received.pop(task_id, ("", {}))[1]
-        span = self._tracer().start_span(
-            f"run {name}",
-            context=extract_context(carrier),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "celery.task_name": name,
-                "celery.task_id": task_id,
-                "celery.state": status.upper(),
-                **attributes,
-            },
-        )
+        span = self._ended_span_start(name, task_id, carrier, status.upper(), attributes)
         span.set_status(Status(StatusCode.ERROR, f"task {status} before it finished"))
         span.end()
 
@@ -424,20 +414,26 @@ class CeleryInstrumentation:
         if received is None:
             return
         name, carrier = received
-        span = self._tracer().start_span(
+        span = self._ended_span_start(name, task_id, carrier, "FAILURE", {"celery.reported_by": "worker"})
+        if isinstance(exception, Exception):
+            record_error(span, exception)
+        span.end()
+
+    def _ended_span_start(
+        self, name: str, task_id: str, carrier: Mapping[str, Any], state: str, attributes: Mapping[str, Any]
+    ) -> Span:
+        """Start the run span of a task that will not report back itself (the caller ends it)."""
+        return self._tracer().start_span(
             f"run {name}",
             context=extract_context(carrier),
             kind=SpanKind.CONSUMER,
             attributes={
                 "celery.task_name": name,
                 "celery.task_id": task_id,
-                "celery.state": "FAILURE",
-                "celery.reported_by": "worker",
+                "celery.state": state,
+                **attributes,
             },
         )
-        if isinstance(exception, Exception):
-            record_error(span, exception)
-        span.end()
 
     # -- processes ----------------------------------------------------------------------------------
 
