@@ -10,8 +10,9 @@ producer processes. Variables (the benchmark sets them):
 * ``BENCH_BROKER_URL``: the Redis broker (default ``redis://127.0.0.1:6379/9``);
 * ``CELERY_DEFAULT_QUEUE``: the queue (read by ``workers.config.celery_config``);
 * ``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``BENCH_SERVICE``: where the stock variant exports, under which name;
-* ``BENCH_PROFILE_DIR``: when set, each pool child runs under cProfile and dumps
-  ``child-<pid>.prof`` there when it shuts down (diagnosis only: it slows everything down).
+* ``BENCH_PROFILE_DIR``: when set, the worker's main process and each pool child run under cProfile
+  and dump ``<variant>-main|child-<pid>-<time>.prof`` there when they shut down (diagnosis only: it
+  slows everything down; only the main thread is profiled).
 
 The task, ``bench.noop(key)``, only increments a Redis counter, which the benchmark polls to see when
 every task has run.
@@ -145,16 +146,22 @@ if _PROFILE_DIR:
 
     _profiler: cProfile.Profile | None = None
 
+    @signals.worker_init.connect(weak=False)
     @signals.worker_process_init.connect(weak=False)
     def _start_profile(**_: Any) -> None:
         global _profiler  # noqa: PLW0603
+        if _profiler is not None:  # the child inherited the main process's: start afresh
+            _profiler.disable()
         _profiler = cProfile.Profile()
         _profiler.enable()
 
+    @signals.worker_shutdown.connect(weak=False)
     @signals.worker_process_shutdown.connect(weak=False)
-    def _dump_profile(**_: Any) -> None:
+    def _dump_profile(**kwargs: Any) -> None:
         if _profiler is None:
             return
         _profiler.disable()
+        role = "child" if "pid" in kwargs else "main"  # worker_process_shutdown sends the child's pid
         os.makedirs(_PROFILE_DIR, exist_ok=True)
-        _profiler.dump_stats(os.path.join(_PROFILE_DIR, f"child-{os.getpid()}-{int(time.time())}.prof"))
+        name = f"{VARIANT}-{role}-{os.getpid()}-{int(time.time())}.prof"
+        _profiler.dump_stats(os.path.join(_PROFILE_DIR, name))

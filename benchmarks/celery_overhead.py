@@ -18,6 +18,10 @@ Variants (the app is ``benchmarks/_celery_bench_app.py``; ``BENCH_VARIANT`` pick
 
 2b / 3b (``stock-down``, ``tracehook-down``): the same, with the OTLP endpoint pointing at a closed port.
 
+Not run by default (``--variants`` adds it), for diagnosis: ``tracehook-warnlog`` (3w), tracehook with
+``LOG_LEVEL=WARNING``, the level Celery's own logging runs at when ``--loglevel`` is not given, so the
+per-task "received"/"succeeded" lines Celery logs at INFO are not rendered.
+
 Spans go to a real OTLP/HTTP receiver (``tests/otlp_receiver.py``) running in this process.
 
 Method
@@ -32,18 +36,26 @@ Redis counter, which this process polls. Measured per run:
 * tasks/s: N / (first measured publish -> counter reaches N), wall clock;
 * pool children's CPU per task: utime+stime of the worker's pool children (``/proc/<pid>/stat``, read
   before the run and ``--settle`` seconds after the last task, so the batch exporter's last export of
-  the run is included), divided by N; the worker main process's CPU per task likewise;
+  the run is included), divided by N; the worker main process's CPU per task likewise. Also from
+  ``/proc/<pid>/task/*/schedstat`` (ns resolution): the same total, "(sched)", and the part of it spent
+  on the children's other threads (the span export thread), "(threads)";
 * ``.delay()`` cost in the producer: wall and CPU time of the publish loop per call (the producer's CPU
-  includes its span export thread).
+  includes its span export thread);
+* "rcv µs": this process's own CPU per task over the run: mostly the OTLP receiver decoding the spans
+  (plus the counter polling, the same for every variant). It shares the two CPUs with the worker, so it
+  lowers the instrumented variants' throughput a little, as a collector on the same host would.
 
 Reported: medians over the rounds and ratios of the medians against ``plain``. The machine is noisy, so
-rounds are interleaved and repeated; a ratio within about 10% of a goal is within the noise.
+rounds are interleaved and repeated; a ratio within about 10% of a goal is within the noise. The spans the
+receiver got are counted per variant, as a sanity check of the set-up (a span short is not an error: the
+stock instrumentation loses what its children still hold when they exit).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -90,6 +102,8 @@ class VariantSpec:
     endpoint_down: bool
     worker_service: str
     producer_service: str
+    extra_env: tuple[tuple[str, str], ...] = ()
+    default: bool = True  # run unless --variants says otherwise
 
 
 VARIANTS: Final = (
@@ -98,6 +112,17 @@ VARIANTS: Final = (
     VariantSpec("tracehook", "3  tracehook", "tracehook", False, "bench-worker", "bench-producer"),
     VariantSpec("stock-down", "2b stock, endpoint down", "stock", True, "", ""),
     VariantSpec("tracehook-down", "3b tracehook, endpoint down", "tracehook", True, "", ""),
+    # Diagnosis only: tracehook with its log level at WARNING, as Celery's own default is.
+    VariantSpec(
+        "tracehook-warnlog",
+        "3w tracehook, LOG_LEVEL=WARNING",
+        "tracehook",
+        False,
+        "bench-worker-warnlog",
+        "bench-producer-warnlog",
+        (("LOG_LEVEL", "WARNING"),),
+        default=False,
+    ),
 )
 
 
@@ -112,6 +137,7 @@ class Sample:
     child_sched_us: float
     child_other_threads_us: float
     main_cpu_us: float
+    driver_cpu_us: float
     delay_us: float
     delay_cpu_us: float
 
@@ -256,6 +282,7 @@ def _variant_env(spec: VariantSpec, queue: str, endpoint: str, extra: dict[str, 
         env["TRACE_EXPORTER"] = "otlp"
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
         env["SERVICE_NAME"] = spec.worker_service or "bench-worker"
+    env.update(spec.extra_env)
     env.update(extra)
     return env
 
@@ -301,29 +328,64 @@ def _start_worker(worker: Worker) -> None:
 
 
 def _kill_group(pid: int, sig: int) -> None:
+    """Signal the process group a still unreaped leader of ours heads (its pid cannot have been reused)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
 
 
-def _stop_workers(workers: Sequence[Worker], timeout_s: float) -> None:
-    """SIGTERM every worker (warm shutdown: children flush their spans), SIGKILL what is left."""
-    running = [w for w in workers if w.process is not None]
-    for worker in running:
-        assert worker.process is not None
-        if worker.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.send_signal(signal.SIGTERM)
+def _session_members(sid: int) -> list[int]:
+    """Processes in the session our subprocess made (sid = its pid; a pid in use as a sid is not reused)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":  # fields 6 (session id) and 3 of proc(5)
+                members.append(int(entry.name))
+    return members
+
+
+def _exited(pid: int, timeout_s: float) -> bool:
+    """Wait for a child to exit without reaping it, so its pid keeps naming its process group."""
     deadline = time.monotonic() + timeout_s
-    for worker in running:
-        assert worker.process is not None
+    while True:
         try:
-            worker.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # already reaped
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _kill_all(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a subprocess of ours and everything left in its session, then reap it."""
+    if process.returncode is None:
+        _kill_group(process.pid, signal.SIGKILL)  # reaped below, after the group is gone
+    else:
+        for pid in _session_members(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
+
+
+def _stop_workers(workers: Sequence[Worker], timeout_s: float) -> None:
+    """SIGTERM every worker (warm shutdown: children flush their spans), then SIGKILL what is left."""
+    running = [w.process for w in workers if w.process is not None]
+    for process in running:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for worker in workers:
+        if worker.process is None:
+            continue
+        if not _exited(worker.process.pid, max(0.0, deadline - time.monotonic())):
             print(f"worker {worker.spec.key} did not stop in {timeout_s:g}s: SIGKILL", file=sys.stderr)
-        # The group: the main process, and any pool child it left behind.
-        _kill_group(worker.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.process.wait(5)
+        _kill_all(worker.process)  # the main process if still there, and any pool child left behind
 
 
 # -- one run ----------------------------------------------------------------------------------------
@@ -361,6 +423,7 @@ def _run(client: redis.Redis, worker: Worker, n: int, settle_s: float, log_dir: 
     assert worker.process is not None
     _purge(client, worker)
     before = _snapshot(worker.process.pid)
+    driver_before = time.process_time()
     stderr_path = log_dir / f"producer-{worker.spec.key}.log"
     with stderr_path.open("ab") as stderr:
         producer = subprocess.Popen(
@@ -384,14 +447,14 @@ def _run(client: redis.Redis, worker: Worker, n: int, settle_s: float, log_dir: 
         try:
             out, _ = producer.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            _kill_group(producer.pid, signal.SIGKILL)
+            _kill_all(producer)
             out, _ = producer.communicate(timeout=5)
     finally:
-        if producer.poll() is None:
-            _kill_group(producer.pid, signal.SIGKILL)
-            producer.wait(5)
+        if producer.returncode is None:
+            _kill_all(producer)
     time.sleep(max(0.0, done + settle_s - time.time()))
     after = _snapshot(worker.process.pid)
+    driver_cpu = time.process_time() - driver_before
     lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
     if not lines:
         raise BenchError(f"{worker.spec.key}: producer printed no result; see {stderr_path}")
@@ -418,6 +481,7 @@ def _run(client: redis.Redis, worker: Worker, n: int, settle_s: float, log_dir: 
         / 1e3
         / n,
         main_cpu_us=(after.main_ticks - before.main_ticks) / CLK_TCK * 1e6 / n,
+        driver_cpu_us=driver_cpu * 1e6 / n,
         delay_us=published["delay_us"],
         delay_cpu_us=published["delay_cpu_us"],
     )
@@ -476,6 +540,7 @@ def _summary(worker: Worker) -> dict[str, Any]:
         "child_sched_us_per_task": _median([s.child_sched_us for s in samples]),
         "child_other_threads_us_per_task": _median([s.child_other_threads_us for s in samples]),
         "main_cpu_us_per_task": _median([s.main_cpu_us for s in samples]),
+        "driver_cpu_us_per_task": _median([s.driver_cpu_us for s in samples]),
         "delay_us": _median([s.delay_us for s in samples]),
         "delay_cpu_us": _median([s.delay_cpu_us for s in samples]),
         "samples": [
@@ -557,11 +622,17 @@ def _print_report(report: dict[str, Any]) -> None:
     config = report["config"]
     print(
         f"Celery prefork (-c 2) over Redis, {config['tasks']} no-op tasks x {config['rounds']} round(s) "
-        f"per variant, medians; {report['cpus']} CPUs; ratios vs plain"
+        f"per variant, medians; {report['cpus']} CPUs; ratios vs plain; tracing code "
+        f"{report['tracing_code']['sha256']} (newest file {report['tracing_code']['newest_mtime']})"
+    )
+    print(
+        "µs are per task: child = pool children's CPU (/proc stat; sched = the same from schedstat, "
+        "thr = its export-thread part), main = worker main process, delay = producer .delay() wall and "
+        "CPU, rcv = this process (OTLP receiver)"
     )
     header = (
-        f"{'variant':<29}{'tasks/s':>8}{'ratio':>7}{'child µs/task':>15}{'ratio':>7}"
-        f"{'(sched)':>9}{'(threads)':>10}{'main µs/task':>14}{'delay µs':>10}{'delay CPU µs':>14}"
+        f"{'variant':<33}{'tasks/s':>8}{'x':>6}{'child':>7}{'x':>6}{'sched':>7}{'thr':>5}"
+        f"{'main':>6}{'delay':>7}{'d.CPU':>7}{'rcv':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -573,16 +644,16 @@ def _print_report(report: dict[str, Any]) -> None:
             else float("nan")
         )
         print(
-            f"{summary['label']:<29}{summary['tasks_per_s']:>8.0f}{tps_ratio:>6.2f}x"
-            f"{summary['child_cpu_us_per_task']:>15.0f}{cpu_ratio:>6.2f}x"
-            f"{summary['child_sched_us_per_task']:>9.0f}{summary['child_other_threads_us_per_task']:>10.0f}"
-            f"{summary['main_cpu_us_per_task']:>14.0f}"
-            f"{summary['delay_us']:>10.0f}{summary['delay_cpu_us']:>14.0f}"
+            f"{summary['label']:<33}{summary['tasks_per_s']:>8.0f}{tps_ratio:>5.2f}x"
+            f"{summary['child_cpu_us_per_task']:>7.0f}{cpu_ratio:>5.2f}x"
+            f"{summary['child_sched_us_per_task']:>7.0f}{summary['child_other_threads_us_per_task']:>5.0f}"
+            f"{summary['main_cpu_us_per_task']:>6.0f}{summary['delay_us']:>7.0f}"
+            f"{summary['delay_cpu_us']:>7.0f}{summary['driver_cpu_us_per_task']:>5.0f}"
         )
     print("per round (tasks/s | child µs/task):")
     for summary in summaries.values():
         rounds = ", ".join(f"{s['tasks_per_s']:.0f}|{s['child_cpu_us']:.0f}" for s in summary["samples"])
-        print(f"  {summary['label']:<29}{rounds}")
+        print(f"  {summary['label']:<33}{rounds}")
     print("spans received (sanity):")
     for key, counts in report["spans"].items():
         if "worker_spans" in counts:
@@ -600,6 +671,20 @@ def _print_report(report: dict[str, Any]) -> None:
 # -- main -------------------------------------------------------------------------------------------
 
 
+def _code_fingerprint() -> dict[str, str]:
+    """Which tracing code was measured: a hash of tracing/*.py and workers/config.py, newest mtime."""
+    paths = [*sorted((REPO_ROOT / "tracing").glob("*.py")), REPO_ROOT / "workers" / "config.py"]
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    newest = max(path.stat().st_mtime for path in paths)
+    return {
+        "sha256": digest.hexdigest()[:12],
+        "newest_mtime": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest)),
+    }
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per variant (default 3)")
@@ -610,7 +695,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
     parser.add_argument(
         "--variants",
-        default=",".join(v.key for v in VARIANTS),
+        default=",".join(v.key for v in VARIANTS if v.default),
         help="comma-separated subset of: " + ", ".join(v.key for v in VARIANTS),
     )
     parser.add_argument(
@@ -666,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912
     receiver = OtlpReceiver().start()
     down_endpoint = f"http://127.0.0.1:{_free_closed_port()}"
     run_id = uuid.uuid4().hex[:8]
+    fingerprint = _code_fingerprint()  # read before the workers import the code
     workers = []
     for spec in specs:
         queue = f"bench-{spec.key}-{run_id}"
@@ -724,6 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912
         },
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
+        "tracing_code": fingerprint,
         "variants": summaries,
         "ratios_vs_plain": _ratios(summaries),
         "spans": spans,
@@ -761,12 +848,12 @@ def _ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]
 
 
 def _cleanup_redis(client: redis.Redis, workers: Sequence[Worker]) -> None:
+    """Delete every key of this run: queues, counters, kombu's bindings (all named after the queue)."""
     with contextlib.suppress(redis.RedisError):
         for worker in workers:
-            _purge(client, worker)
-            client.delete(
-                worker.counter_key, f"_kombu.binding.{worker.queue}", f"_kombu.binding.{worker.warm_queue}"
-            )
+            keys = list(client.scan_iter(match=f"*{worker.queue}*", count=1000))
+            if keys:
+                client.delete(*keys)
 
 
 if __name__ == "__main__":
