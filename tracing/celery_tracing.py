@@ -36,6 +36,8 @@ ENQUEUED_AT_HEADER: Final = "tracehook_enqueued_at"
 TRACE_HEADERS: Final = ("traceparent", "tracestate", "baggage")
 _INSTRUMENTED_FLAG: Final = "_tracehook_instrumentation"
 _RECEIVED_LIMIT: Final = 4096
+_SYSTEMS: Final = {"amqp": "rabbitmq", "amqps": "rabbitmq", "pyamqp": "rabbitmq", "rediss": "redis"}
+_TASK_LINE_LOGGERS: Final = ("celery.app.trace", "celery.worker.strategy")
 _LOST_IN_CHILD: Final = frozenset({"TimeLimitExceeded", "WorkerLostError", "Terminated"})
 
 _log = logging.getLogger("tracing.celery")
@@ -48,7 +50,6 @@ class _Running:
     span: Span
     token: object
     log_tokens: Mapping[str, Any]
-    started: float
 
 
 @dataclass
@@ -65,6 +66,9 @@ class CeleryInstrumentation:
     _running: dict[str, list[_Running]] = field(default_factory=dict)
     _connected: list[tuple[Any, Callable[..., None]]] = field(default_factory=list)
     _original_sender: Any = None
+    task_log_lines: bool = False
+    _system: str | None = None
+    _queue: str | None = None
     # Worker main process: the trace headers of messages received, so a task that never reports back
     # from its child (hard time limit, terminate) still gets a span in its own trace. Bounded.
     _received: OrderedDict[str, tuple[str, dict[str, Any]]] = field(default_factory=OrderedDict)
@@ -154,19 +158,27 @@ class CeleryInstrumentation:
         headers[ENQUEUED_AT_HEADER] = repr(time.time())
 
     def _messaging_system(self) -> str:
-        try:
-            transport = str(self.app.conf.broker_url or "").split("://", 1)[0].split("+", 1)[0]
-        except Exception:
-            return "celery"
-        return {"amqp": "rabbitmq", "amqps": "rabbitmq", "pyamqp": "rabbitmq", "rediss": "redis"}.get(
-            transport, transport or "celery"
-        )
+        # Reading app.conf costs microseconds per access; the broker does not change under a process.
+        if self._system is None:
+            try:
+                transport = str(self.app.conf.broker_url or "").split("://", 1)[0].split("+", 1)[0]
+            except Exception:
+                transport = ""
+            self._system = {
+                "amqp": "rabbitmq",
+                "amqps": "rabbitmq",
+                "pyamqp": "rabbitmq",
+                "rediss": "redis",
+            }.get(transport, transport or "celery")
+        return self._system
 
     def _default_queue(self) -> str:
-        try:
-            return str(self.app.conf.task_default_queue or "celery")
-        except Exception:
-            return "celery"
+        if self._queue is None:
+            try:
+                self._queue = str(self.app.conf.task_default_queue or "celery")
+            except Exception:
+                self._queue = "celery"
+        return self._queue
 
     # -- run ----------------------------------------------------------------------------------------
 
@@ -207,7 +219,7 @@ class CeleryInstrumentation:
             except Exception:
                 _log.debug("tracehook: log_context hook failed", exc_info=True)
         log_tokens = structlog.contextvars.bind_contextvars(**log_fields)
-        self._running.setdefault(task_id, []).append(_Running(span, token, log_tokens, time.monotonic()))
+        self._running.setdefault(task_id, []).append(_Running(span, token, log_tokens))
 
     def _run_attributes(
         self, task_id: str, task: Any, request: Any, carrier: Mapping[str, Any], now: float
@@ -308,7 +320,6 @@ class CeleryInstrumentation:
                 span.set_status(Status(StatusCode.ERROR, "task interrupted before it finished"))
             else:
                 span.set_attribute("celery.state", str(state))
-            span.set_attribute("celery.duration_ms", round((time.monotonic() - running.started) * 1000, 3))
         except Exception:
             _log.debug("tracehook: could not annotate task span", exc_info=True)
         finally:
@@ -449,6 +460,12 @@ class CeleryInstrumentation:
             settings = self.settings or current_settings() or load_settings(service_name="tracehook-worker")
             configure_tracing(settings)
             configure_logging(settings)
+            if not self.task_log_lines:
+                # Celery logs two INFO lines per task ("received", "succeeded"); the run span already
+                # records both. Celery decides once, when it builds its tracers, whether to format them
+                # (celery/app/trace.py, worker/strategy.py), so this must run before: setup_logging does.
+                for name in _TASK_LINE_LOGGERS:
+                    logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
         except Exception:
             _log.exception("tracehook: could not set up tracing in the worker process")
 
@@ -551,6 +568,7 @@ def instrument_celery(
     log_baggage_keys: Sequence[str] = ("event_id", "event_type"),
     log_context: LogContext | None = None,
     flush_timeout_s: float = 5.0,
+    task_log_lines: bool = False,
 ) -> CeleryInstrumentation:
     """Trace a Celery app: publish and run spans, per-process set-up and flush, task log context.
 
@@ -567,6 +585,8 @@ def instrument_celery(
         log_baggage_keys: baggage entries (and task keyword arguments) bound to every log line of a task.
         log_context: optional hook ``(task, args, kwargs) -> fields`` for more log fields of a task.
         flush_timeout_s: the most a process waits at exit for its spans to be exported.
+        task_log_lines: keep Celery's own per-task INFO lines ("Task ... received", "... succeeded"),
+            which the run span already records; off by default, as in a stock ``celery worker``.
 
     Returns:
         The instrumentation; ``.uninstrument()`` undoes it.
@@ -584,6 +604,7 @@ def instrument_celery(
         flush_timeout_s=flush_timeout_s,
         settings=settings,
         configure=configure_worker,
+        task_log_lines=task_log_lines,
     )
     original = app.amqp.send_task_message
     inst._original_sender = original

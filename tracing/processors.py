@@ -78,6 +78,7 @@ class TracehookSpanProcessor(SpanProcessor):
         self._factory = delegate_factory
         self._delegate = delegate_factory()
         self._pid = os.getpid()
+        self._closed = False
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork_in_child)
 
@@ -97,10 +98,20 @@ class TracehookSpanProcessor(SpanProcessor):
         # The inherited delegate's queue holds the parent's spans (the parent exports them) and its HTTP
         # session may share a socket with the parent: start afresh.
         self._pid = os.getpid()
+        if self._closed:
+            return
+        inherited = self._delegate
         try:
             self._delegate = self._factory()
         except Exception:
             _log.exception("tracing: could not rebuild the span pipeline after fork")
+            return
+        # The SDK's own after-fork hook (registered first, so already run) emptied the inherited batch
+        # queue and started a thread for it: stop that thread, it would idle in every child forever.
+        try:
+            inherited.shutdown()
+        except Exception:
+            _log.debug("tracing: could not stop the inherited span pipeline", exc_info=True)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Pass the start on to the delegate."""
@@ -111,7 +122,8 @@ class TracehookSpanProcessor(SpanProcessor):
         self._delegate.on_end(span)
 
     def shutdown(self) -> None:
-        """Shut the delegate down (flushing what it holds)."""
+        """Shut the delegate down (flushing what it holds); a shut-down processor is not rebuilt by a fork."""
+        self._closed = True
         self._delegate.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -126,6 +138,8 @@ class ScrubbingSpanExporter(SpanExporter):
         inner: the exporter that sends the spans.
         slow_threshold_ms: spans longer than this get ``slow=true`` and ``on_slow`` is called.
         on_slow: called with the span and its duration in ms; defaults to a warning log line.
+        owns_inner: shut ``inner`` down with this exporter; False for an exporter the caller passed in
+            and may share (a forked child's pipeline is rebuilt around the same object).
     """
 
     def __init__(
@@ -134,8 +148,10 @@ class ScrubbingSpanExporter(SpanExporter):
         *,
         slow_threshold_ms: float = 1000.0,
         on_slow: SlowSpanCallback | None = log_slow_span,
+        owns_inner: bool = True,
     ) -> None:
         self.inner = inner
+        self._owns_inner = owns_inner
         self._slow_ns = int(slow_threshold_ms * 1_000_000)
         self._on_slow = on_slow
 
@@ -150,8 +166,9 @@ class ScrubbingSpanExporter(SpanExporter):
         return self.inner.export(prepared)
 
     def shutdown(self) -> None:
-        """Shut the inner exporter down."""
-        self.inner.shutdown()
+        """Shut the inner exporter down, if it is ours."""
+        if self._owns_inner:
+            self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Flush the inner exporter."""

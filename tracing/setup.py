@@ -94,7 +94,9 @@ def _delegate_factory(
         inner = exporter if exporter is not None else build_exporter(settings)
         if inner is None:
             return SpanProcessor()  # the no-op base: spans are recorded (for logs) but not exported
-        chosen = ScrubbingSpanExporter(inner, slow_threshold_ms=settings.slow_threshold_ms)
+        chosen = ScrubbingSpanExporter(
+            inner, slow_threshold_ms=settings.slow_threshold_ms, owns_inner=exporter is None
+        )
         if not batch:
             return SimpleSpanProcessor(chosen)
         return CountingBatchSpanProcessor(chosen, max_queue_size=settings.max_queue_size)

@@ -100,6 +100,15 @@ def _child_makes_span(name: str) -> None:
         pass
 
 
+def _exit_with_export_thread_count() -> None:
+    with trace_span("in-child"):
+        pass
+    threads = [t for t in threading.enumerate() if t.name.startswith("OtelBatch")]
+    for thread in threads:  # processors of earlier tests, already shut down, end at once
+        thread.join(0.3)
+    os._exit(sum(thread.is_alive() for thread in threads))
+
+
 class TestForkAndExit:
     """Spans ended before a process exits are exported: forked children and normal exits alike."""
 
@@ -117,6 +126,14 @@ class TestForkAndExit:
         names = [s["name"] for s in _read_spans(path)]
         assert names.count("in-child") == 1
         assert names.count("parent-before-fork") == 1
+
+    def test_child_has_one_export_thread(self, tmp_path: Path) -> None:
+        """A forked child runs one export thread, not the inherited one as well."""
+        configure_tracing(TracingSettings(exporter="file", exporter_path=str(tmp_path / "s.jsonl")))
+        process = multiprocessing.get_context("fork").Process(target=_exit_with_export_thread_count)
+        process.start()
+        process.join(30)
+        assert 1 == process.exitcode
 
     def test_normal_exit_flushes(self, tmp_path: Path) -> None:
         """A process that ends a span and exits at once (batch export pending) still exports it."""
