@@ -359,6 +359,7 @@ class CeleryInstrumentation:
             reason = "expired" if expired else ("terminated" if terminated else "revoked")
             self._message_span(
                 request,
+                getattr(sender, "name", None),
                 f"{reason}",
                 {
                     "celery.revoked": True,
@@ -409,10 +410,12 @@ class CeleryInstrumentation:
         except Exception:
             _log.debug("tracehook: could not note a received task", exc_info=True)
 
-    def _message_span(self, request: Any, status: str, attributes: Mapping[str, Any]) -> None:
+    def _message_span(
+        self, request: Any, task_name: str | None, status: str, attributes: Mapping[str, Any]
+    ) -> None:
         if request is None:
             return
-        name = str(getattr(request, "name", None) or getattr(request, "task_name", "unknown"))
+        name = str(task_name or getattr(request, "task", None) or getattr(request, "name", None) or "unknown")
         task_id = str(getattr(request, "id", "") or getattr(request, "task_id", ""))
         carrier = _request_headers(request) or self._received.pop(task_id, ("", {}))[1]
         span = self._ended_span_start(name, task_id, carrier, status.upper(), attributes)

@@ -245,6 +245,20 @@ class TestOutcomes:
         assert 1 == sum("TimeLimitExceeded" in run.status_message for run in runs)
 
 
+class TestRevoked:
+    """A task revoked before it ran still ends in its trace, with a clear status."""
+
+    def test_revoked_before_eta(self, worker: Worker, producer: OtlpReceiver) -> None:
+        """Revoked while waiting for its countdown: one ERROR run span marked revoked, in the caller's trace."""
+        with trace_span("caller") as caller:
+            result = tasks.add.apply_async((1, 1), queue=worker.queue, countdown=3)
+        tasks.app.control.revoke(result.id)
+        (run,) = named(trace_of(producer, root_trace_id(caller), lambda s: bool(named(s, RUN_ADD))), RUN_ADD)
+        assert run.attributes["celery.revoked"] is True
+        assert "ERROR" == run.status_code
+        assert "REVOKED" == run.attributes["celery.state"]
+
+
 class TestLogs:
     """Worker log lines carry the task's trace, task id and the event fields from baggage, then nothing."""
 
