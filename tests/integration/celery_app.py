@@ -90,3 +90,16 @@ def sleep(seconds: float) -> float:
 def log_event(event_id: str) -> str:
     log.info("work.done", detail="in task")
     return event_id
+
+
+_counter = None
+
+
+@app.task(ignore_result=True)
+def incr(key: str) -> None:
+    global _counter  # noqa: PLW0603  # one client per worker process
+    if _counter is None:
+        import redis  # noqa: PLC0415
+
+        _counter = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    _counter.incr(key)
