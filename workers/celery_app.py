@@ -10,6 +10,6 @@ from celery import Celery
 from tracing import instrument_celery
 from workers.config import celery_config
 
-app = Celery("workers")
+app = Celery("workers", include=["workers.tasks"])
 app.conf.update(celery_config())
 instrument_celery(app)

@@ -1,51 +1,7 @@
-"""Celery configuration for no lost work, from the environment."""
+"""Celery configuration for the workers; the settings live with the producer side in ``workflows.queue``."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import Any
-
-from tracing.settings import SettingsError, env_int
+from workflows.queue import DEFAULT_REDIS_URL, celery_config
 
 __all__ = ["DEFAULT_REDIS_URL", "celery_config"]
-
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-
-
-def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Celery settings: JSON only, late acks, requeue on worker loss, prefetch 1, visibility timeout.
-
-    Variables: REDIS_URL, CELERY_BROKER_URL (``amqp://`` works too), CELERY_RESULT_BACKEND,
-    CELERY_VISIBILITY_TIMEOUT_S (Redis broker: how long an unacked task waits before redelivery; default
-    3600), CELERY_DEFAULT_QUEUE.
-
-    Raises:
-        SettingsError: a variable has a bad value.
-    """
-    env = os.environ if env is None else env
-    redis_url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
-    broker = env.get("CELERY_BROKER_URL", "").strip() or redis_url
-    if "://" not in broker:
-        msg = f"CELERY_BROKER_URL={broker!r} is not a URL such as redis://host:6379/0 or amqp://host:5672//"
-        raise SettingsError(msg)
-    visibility = env_int(env, "CELERY_VISIBILITY_TIMEOUT_S", 3600, minimum=1)
-    return {
-        "broker_url": broker,
-        "result_backend": env.get("CELERY_RESULT_BACKEND", "").strip() or redis_url,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        # Ack after the task ran and requeue when the worker dies under it: a killed worker's task runs
-        # again (steps are idempotent), instead of being lost.
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": visibility},
-        "result_backend_transport_options": {"visibility_timeout": visibility},
-        "broker_connection_retry_on_startup": True,
-        "task_default_queue": env.get("CELERY_DEFAULT_QUEUE", "").strip() or "celery",
-        "result_expires": 86400,
-        "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
-    }

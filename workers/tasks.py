@@ -1,0 +1,92 @@
+"""The workers' task: ``process_webhook_event`` runs one event's workflow, retries, dead-letters."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import redis
+import structlog
+from opentelemetry import trace
+
+from workers.celery_app import app
+from workflows.dlq import DeadLetters
+from workflows.engine import run_workflow
+from workflows.queue import TASK_NAME
+from workflows.rentvine import RentVineClient, RentVineError
+from workflows.settings import AppSettings, load_app_settings
+
+__all__ = ["backoff_s", "process_webhook_event"]
+
+log = structlog.get_logger("workers.tasks")
+_settings: AppSettings | None = None
+_client: RentVineClient | None = None
+_store: Any = None
+
+
+def _resources() -> tuple[AppSettings, RentVineClient, Any]:
+    """Per-process settings, API client and Redis client (made after fork, in the pool child)."""
+    global _settings, _client, _store  # noqa: PLW0603
+    if _settings is None or _client is None:
+        _settings = load_app_settings(service_name="tracehook-worker")
+        _store = redis.Redis.from_url(_settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        _client = RentVineClient(
+            _settings.rentvine_api_url,
+            _settings.rentvine_api_key,
+            timeout_s=_settings.rentvine_timeout_s,
+            source_store=_store,
+        )
+    return _settings, _client, _store
+
+
+def backoff_s(retries: int, base_s: float, cap_s: float = 300.0) -> float:
+    """Exponential backoff with full jitter: a random delay up to ``base * 2**retries``, capped."""
+    return random.uniform(0, min(cap_s, base_s * (2**retries)))  # noqa: S311  # jitter, not security
+
+
+@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def process_webhook_event(
+    self: Any,
+    event: dict[str, Any],
+    priority: str = "normal",
+    received_at: float | None = None,
+    replay_of: str | None = None,
+) -> dict[str, Any]:
+    """Run the workflow of one RentVine event; retry API failures, dead-letter after the last retry."""
+    settings, client, store = _resources()
+    client.tenant_id = str(event.get("account_id") or "")
+    if replay_of:
+        trace.get_current_span().set_attribute("dlq.replay_of", replay_of)
+    with structlog.contextvars.bound_contextvars(
+        event_id=str(event.get("id")), event_type=str(event.get("type"))
+    ):
+        try:
+            return run_workflow(event, client, priority=priority, workflow_id=self.request.id)
+        except RentVineError as exc:
+            if exc.retryable and self.request.retries < settings.task_max_retries:
+                delay = backoff_s(self.request.retries, settings.task_retry_backoff_s)
+                log.warning(
+                    "workflow.retry",
+                    attempt=self.request.retries + 1,
+                    countdown_s=round(delay, 3),
+                    error=str(exc),
+                )
+                raise self.retry(exc=exc, countdown=delay, max_retries=settings.task_max_retries) from exc
+            _dead_letter(store, event, exc, self.request)
+            raise
+        except Exception as exc:
+            _dead_letter(store, event, exc, self.request)
+            raise
+
+
+def _dead_letter(store: Any, event: dict[str, Any], exc: BaseException, request: Any) -> None:
+    ctx = trace.get_current_span().get_span_context()
+    entry = DeadLetters(store).add(
+        event=event,
+        trace_id=format(ctx.trace_id, "032x"),
+        span_id=format(ctx.span_id, "016x"),
+        error=exc,
+        attempts=int(request.retries or 0) + 1,
+        task_id=str(request.id),
+    )
+    log.error("workflow.dead_lettered", dlq_id=entry.id, error=str(exc), attempts=entry.attempts)

@@ -1,0 +1,291 @@
+"""The webhook intake: ``POST /webhooks/rentvine`` verifies, classifies, dedupes and enqueues events.
+
+Order (DESIGN.md): size limit → signature → content type → JSON → schema → classify → root span →
+dedupe → enqueue → 202. The root span ``webhook.<type>`` (SERVER) starts only once the event is
+classified, so the sampler sees its priority; a sender's ``traceparent`` becomes a Link, never the parent.
+Run it with ``tracehook intake`` or ``uvicorn workflows.intake:app``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import anyio
+import redis
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from tracing import configure_logging, configure_tracing, extract_context, instrument_libraries, trace_span
+from workflows.correlation import entity_ids, find_source
+from workflows.events import EventError, classify_priority, parse_event
+from workflows.queue import TASK_NAME, producer_app
+from workflows.settings import AppSettings, load_app_settings
+from workflows.signing import SignatureError, StandardWebhooksVerifier, Verifier
+
+__all__ = ["DEDUPE_TTL_S", "ROUTE", "create_app"]
+
+ROUTE: Final = "/webhooks/rentvine"
+DEDUPE_TTL_S: Final = 24 * 3600
+RETRY_AFTER_S: Final = "5"
+_DEDUPE_PREFIX: Final = "tracehook:dedupe:"
+
+log = structlog.get_logger("workflows.intake")
+
+
+def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing (without reading it whole) anything over ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Intake:
+    """The intake's collaborators: verifier, dedupe store, publisher. Injectable for tests."""
+
+    def __init__(self, settings: AppSettings, verifier: Verifier | None, store: Any, publisher: Any) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.store = store
+        self.publisher = publisher
+
+    def reject(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        event_id: str = "",
+        event_type: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> JSONResponse:
+        """Answer an error and log ``webhook.rejected``."""
+        log.info(
+            "webhook.rejected",
+            outcome=code,
+            status=status,
+            event_id=event_id or None,
+            event_type=event_type or None,
+        )
+        return _error(status, code, detail, headers)
+
+    async def handle(self, request: Request) -> JSONResponse:
+        """The whole check-and-enqueue path of one webhook."""
+        try:
+            body = await _read_body(request, self.settings.max_bytes)
+        except _TooLargeError:
+            return self.reject(413, "payload_too_large", f"body is over {self.settings.max_bytes} bytes")
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        if self.verifier is not None:
+            try:
+                self.verifier.verify(headers, body)
+            except SignatureError as exc:
+                return self.reject(401, "invalid_signature", str(exc))
+        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return self.reject(415, "unsupported_media_type", "content type must be application/json")
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return self.reject(400, "invalid_json", "body is not valid JSON")
+        try:
+            event = parse_event(payload)
+        except EventError as exc:
+            event_type = payload.get("type") if isinstance(payload, dict) else None
+            return self.reject(
+                422,
+                "invalid_event",
+                f"{exc.field}: {exc.message}",
+                event_type=event_type if isinstance(event_type, str) else "",
+            )
+        return await anyio.to_thread.run_sync(
+            contextvars.copy_context().run, self._accept, event, payload, headers
+        )
+
+    def _links(self, headers: dict[str, str], event: Any) -> tuple[list[Link], dict[str, str] | None]:
+        links: list[Link] = []
+        sender = trace.get_current_span(extract_context(headers)).get_span_context()
+        if sender.is_valid:
+            links.append(Link(sender, {"link.kind": "sender"}))
+        source = None
+        try:
+            found = find_source(self.store, entity_ids(event.data.model_dump()))
+        except redis.RedisError:
+            found = None
+        if found is not None:
+            source, link = found
+            links.append(link)
+        return links, source
+
+    def _accept(self, event: Any, payload: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
+        priority = classify_priority(event)
+        links, source = self._links(headers, event)
+        attributes: dict[str, Any] = {
+            "rentvine.event_type": event.type,
+            "rentvine.event_id": event.id,
+            "rentvine.account_id": event.account_id,
+            "workflow.priority": priority,
+            "webhook.source": "rentvine",
+            "http.request.method": "POST",
+            "url.path": ROUTE,
+        }
+        if source is not None:
+            attributes["webhook.source_trace_id"] = source["trace_id"]
+            attributes["webhook.source_span_id"] = source["span_id"]
+        with trace_span(
+            f"webhook.{event.type}",
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            context=otel_context.Context(),
+            links=links,
+        ) as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            response = self._dedupe_and_enqueue(event, payload, headers, priority, trace_id)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR, "broker unavailable"))
+            return response
+
+    def _dedupe_and_enqueue(
+        self, event: Any, payload: dict[str, Any], headers: dict[str, str], priority: str, trace_id: str
+    ) -> JSONResponse:
+        key = _DEDUPE_PREFIX + (headers.get("webhook-id") or event.id)
+        try:
+            fresh = self.store.set(key, event.id, nx=True, ex=DEDUPE_TTL_S)
+        except redis.RedisError:
+            return self.reject(
+                503,
+                "store_unavailable",
+                "the dedupe store cannot be reached; retry later",
+                event_id=event.id,
+                event_type=event.type,
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        if not fresh:
+            log.info("webhook.accepted", outcome="duplicate", event_id=event.id, event_type=event.type)
+            return JSONResponse({"status": "duplicate", "event_id": event.id}, status_code=200)
+        ctx = baggage.set_baggage("event_id", event.id)
+        ctx = baggage.set_baggage("event_type", event.type, ctx)
+        token = otel_context.attach(ctx)
+        try:
+            result = self.publisher.send_task(
+                TASK_NAME,
+                kwargs={"event": payload, "priority": priority, "received_at": time.time()},
+                retry=False,
+            )
+        except Exception as exc:
+            # Nothing was queued: release the key so the sender's retry goes through.
+            try:
+                self.store.delete(key)
+            except redis.RedisError:
+                log.warning("webhook.dedupe_release_failed", event_id=event.id)
+            trace.get_current_span().record_exception(exc)
+            return self.reject(
+                503,
+                "broker_unavailable",
+                "the queue cannot be reached; retry later",
+                event_id=event.id,
+                event_type=event.type,
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        finally:
+            otel_context.detach(token)
+        log.info(
+            "webhook.accepted",
+            outcome="queued",
+            event_id=event.id,
+            event_type=event.type,
+            priority=priority,
+            task_id=result.id,
+        )
+        return JSONResponse(
+            {"status": "queued", "event_id": event.id, "trace_id": trace_id, "task_id": result.id},
+            status_code=202,
+        )
+
+
+def create_app(
+    settings: AppSettings | None = None,
+    *,
+    verifier: Verifier | None = None,
+    store: Any = None,
+    publisher: Any = None,
+    configure: bool = True,
+) -> FastAPI:
+    """Build the intake app.
+
+    Args:
+        settings: read from the environment when omitted.
+        verifier: the signature scheme; Standard Webhooks over WEBHOOK_SECRET when omitted.
+        store: the Redis client for dedupe and source correlation; from REDIS_URL when omitted.
+        publisher: the Celery app that publishes; a producer app for CELERY_BROKER_URL when omitted.
+        configure: set up tracing and logging for this process.
+
+    Raises:
+        SettingsError: no WEBHOOK_SECRET and WEBHOOK_ALLOW_UNSIGNED is not true, or a bad setting.
+    """
+    settings = settings or load_app_settings(service_name="tracehook-intake")
+    settings.require_webhook_security()
+    if verifier is None and settings.webhook_secrets:
+        verifier = StandardWebhooksVerifier(settings.webhook_secrets)
+    if configure:
+        configure_tracing(settings.tracing)
+        configure_logging(settings.tracing)
+        instrument_libraries(["redis"])
+    store = store or redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    publisher = publisher or producer_app()
+    intake = Intake(settings, verifier, store, publisher)
+    # FastAPI's own telemetry would open a root span above ours, before the event is classified.
+    app = FastAPI(title="tracehook intake", telemetry={"tracing": False, "metrics": False})
+
+    @app.post(ROUTE, status_code=202)
+    async def receive(request: Request) -> JSONResponse:
+        return await intake.handle(request)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        try:
+            await anyio.to_thread.run_sync(store.ping)
+        except redis.RedisError as exc:
+            return _error(503, "redis_unavailable", type(exc).__name__)
+        return JSONResponse({"status": "ready"})
+
+    app.state.intake = intake
+    return app
+
+
+def __getattr__(name: str) -> Callable[..., Any] | FastAPI:
+    # `uvicorn workflows.intake:app` builds the app from the environment on first access, so importing
+    # this module (tests, the CLI) does not require a webhook secret.
+    if name == "app":
+        built = create_app()
+        globals()["app"] = built
+        return built
+    raise AttributeError(name)
