@@ -8,10 +8,11 @@ Run it with ``tracehook intake`` or ``uvicorn workflows.intake:app``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 import anyio
@@ -21,9 +22,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from tracing import configure_logging, configure_tracing, extract_context, instrument_libraries, trace_span
+from tracing import (
+    configure_logging,
+    configure_tracing,
+    extract_context,
+    flush_tracing,
+    instrument_libraries,
+    trace_span,
+)
+from workflows._fastapi import telemetry_off
 from workflows.correlation import entity_ids, find_source
 from workflows.events import EventError, classify_priority, parse_event
 from workflows.queue import TASK_NAME, producer_app
@@ -51,7 +63,7 @@ class _TooLargeError(Exception):
 async def _read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing (without reading it whole) anything over ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _TooLargeError
     chunks: list[bytes] = []
     size = 0
@@ -109,7 +121,7 @@ class Intake:
             return self.reject(415, "unsupported_media_type", "content type must be application/json")
         try:
             payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, over-long integer literals, deep nesting
             return self.reject(400, "invalid_json", "body is not valid JSON")
         try:
             event = parse_event(payload)
@@ -132,7 +144,9 @@ class Intake:
             links.append(Link(sender, {"link.kind": "sender"}))
         source = None
         try:
-            found = find_source(self.store, entity_ids(event.data.model_dump()))
+            # Before the root span exists: a Redis span here would be a trace of its own.
+            with suppress_instrumentation():
+                found = find_source(self.store, entity_ids(event.data.model_dump()))
         except redis.RedisError:
             found = None
         if found is not None:
@@ -255,11 +269,21 @@ def create_app(
         configure_tracing(settings.tracing)
         configure_logging(settings.tracing)
         instrument_libraries(["redis"])
-    store = store or redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    # No retries with backoff: a Redis that is down must give the sender a quick 503, not hold a thread.
+    store = store or redis.Redis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
     publisher = publisher or producer_app()
     intake = Intake(settings, verifier, store, publisher)
+
     # FastAPI's own telemetry would open a root span above ours, before the event is classified.
-    app = FastAPI(title="tracehook intake", telemetry={"tracing": False, "metrics": False})
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # uvicorn re-raises SIGTERM after its shutdown, so atexit never runs: export what is left now.
+        flush_tracing()
+
+    app = FastAPI(title="tracehook intake", lifespan=lifespan, **telemetry_off())
 
     @app.post(ROUTE, status_code=202)
     async def receive(request: Request) -> JSONResponse:

@@ -63,6 +63,11 @@ def producer_app(env: Mapping[str, str] | None = None) -> Any:
     from tracing import instrument_celery  # noqa: PLC0415
 
     app = Celery("tracehook-producer")
-    app.conf.update(celery_config(env))
+    config = celery_config(env)
+    # A producer answering a sender must fail fast when the broker is down (the sender retries), not
+    # let kombu retry the connection for seconds per request; workers keep their patient defaults.
+    config["broker_transport_options"] = {**config["broker_transport_options"], "max_retries": 0}
+    config["broker_connection_timeout"] = 2
+    app.conf.update(config)
     instrument_celery(app, configure_worker=False)
     return app
