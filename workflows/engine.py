@@ -46,6 +46,16 @@ def _ids(data: dict[str, Any]) -> dict[str, Any]:
     return {key: data.get(key) for key in _ENTITY_ATTRIBUTES if data.get(key) is not None}
 
 
+def _amount(value: Any) -> Decimal:
+    """A money amount from ``"1850.00"`` or ``{"amount": "1850.00", "currency": ...}``; 0 when absent."""
+    if isinstance(value, dict):
+        value = value.get("amount")
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except ArithmeticError:
+        return Decimal(0)
+
+
 class _Run:
     def __init__(self, event: dict[str, Any], client: RentVineClient) -> None:
         self.event = event
@@ -168,9 +178,7 @@ class _Run:
         with step("fetch_lease", lease_id=lease_id, tenant_id=self.data.get("tenant_id")):
             lease = self.api.request("GET", f"/leases/{lease_id}", resource="lease", action="get")
         with step("decide_renewal_offer", lease_id=lease_id) as span:
-            rent = Decimal(
-                str(lease.get("monthly_rent") or (self.data.get("monthly_rent") or {}).get("amount") or "0")
-            )
+            rent = _amount(lease.get("monthly_rent")) or _amount(self.data.get("monthly_rent"))
             offer = (rent * Decimal("1.03")).quantize(Decimal("0.01"))
             span.set_attributes({"lease.offer_months": 12, "lease.offer_rent": str(offer)})
             self.api.request(

@@ -26,6 +26,14 @@ class RentVineError(Exception):
         self.retryable = retryable
         self.status = status
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery pickles task exceptions; keyword-only arguments need spelling out.
+        return (_rebuild_error, (str(self), self.retryable, self.status))
+
+
+def _rebuild_error(message: str, retryable: bool, status: int | None) -> RentVineError:
+    return RentVineError(message, retryable=retryable, status=status)
+
 
 class RentVineClient:
     """A small, traced RentVine API client.
@@ -90,6 +98,12 @@ class RentVineClient:
             "correlation_id": correlation_id,
         }
         with trace_span(f"rentvine.{resource}.{action}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            if changes and self._source_store is not None:
+                # Before the call: RentVine may announce the change before we have read its answer.
+                try:
+                    record_source(self._source_store, changes, span)
+                except Exception as exc:  # correlation is a nicety; never fail the call for it
+                    span.add_event("source_correlation.failed", {"exception.type": type(exc).__name__})
             headers = dict(inject_headers({"X-Correlation-ID": correlation_id}))
             if idempotency_key:
                 headers["Idempotency-Key"] = idempotency_key
@@ -114,11 +128,6 @@ class RentVineClient:
                 detail = _detail(response)
                 msg = f"RentVine {resource}.{action}: HTTP {response.status_code} {detail}".strip()
                 raise RentVineError(msg, retryable=retryable, status=response.status_code)
-            if changes and self._source_store is not None:
-                try:
-                    record_source(self._source_store, changes, span)
-                except Exception as exc:  # correlation is a nicety; never fail the call for it
-                    span.add_event("source_correlation.failed", {"exception.type": type(exc).__name__})
             return response.json() if response.content else {}
 
 

@@ -61,7 +61,7 @@ class TestScrubText:
         self, card: tuple[str, str], before: str, after: str, left: str, right: str
     ) -> None:
         """A Luhn-valid card number standing alone anywhere in a string never survives, last 4 kept."""
-        digits, written = card
+        _, written = card
         scrubbed = scrub_text(f"{before}{left}{written}{right}{after}")
         # Masking keeps the length, so the card is where it was written: at most its last 4 digits show.
         start = len(before) + len(left)
