@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -61,6 +62,9 @@ class RentVineClient:
         self.tenant_id = tenant_id
         self._source_store = source_store
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # httpx logs every request at INFO; our CLIENT span records the same, so keep its lines out of the
+        # logs (and out of the span events they would be mirrored into).
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
         self._http = httpx.Client(
             base_url=self.base_url, timeout=timeout_s, headers=headers, transport=transport
         )

@@ -245,3 +245,26 @@ class TestSourceCorrelation:
         follow = follow_ups()[0]
         assert follow.trace_id != trace_id
         assert (trace_id, assign.span_id) in [(link[0], link[1]) for link in follow.links]
+
+
+class TestIdempotency:
+    """A task run twice (a redelivery) does not send its notice twice."""
+
+    def test_same_event_twice_one_notice(self, stack: Stack) -> None:
+        """The event's task published twice runs twice; the sandbox holds one notification for it."""
+        from workflows.queue import TASK_NAME, producer_app  # noqa: PLC0415
+
+        event = fresh("payment_failed")
+        event["data"]["payment_id"] = f"pay_{event['id'][-8:]}"
+        publisher = producer_app({**stack.env})
+        results = [
+            publisher.send_task(TASK_NAME, kwargs={"event": event, "priority": "critical"}) for _ in range(2)
+        ]
+        for result in results:
+            assert "completed" == result.get(timeout=TIMEOUT)["status"]
+        listed = stack.sandbox("GET", "/notifications", params={"event_id": event["id"]}).json()
+        assert 1 == listed["count"]
+        ledger = stack.sandbox(
+            "GET", "/ledger/entries", params={"payment_id": event["data"]["payment_id"]}
+        ).json()
+        assert 1 == sum(entry.get("kind") == "reversal" for entry in ledger["entries"])
