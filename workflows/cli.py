@@ -1,13 +1,33 @@
-"""The ``tracehook`` command line: run the intake and the sandbox, inspect the dead-letter list, ..."""
+"""The ``tracehook`` command line: run the intake and the sandbox, send a signed webhook, show a trace as a
+tree and the log lines of one trace, inspect the dead-letter list.
+
+Exit codes: 0 done, 1 an error to fix in the input (or nothing found), 2 something cannot be reached.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Iterator, Sequence
 from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
 
 from tracing.settings import SettingsError
+
+EXIT_ERROR = 1
+EXIT_UNREACHABLE = 2
+
+
+class CliError(Exception):
+    """A failure to report on stderr as ``tracehook COMMAND: message``, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _version() -> str:
@@ -89,6 +109,245 @@ def _dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- send -----------------------------------------------------------------------------------------------
+
+
+def _load_event(spec: str) -> dict[str, Any]:
+    """The event named by ``spec``: a JSON file, a fixture name, or an event type with a fixture."""
+    from workflows.events import EVENT_TYPES, FIXTURES, load_fixture  # noqa: PLC0415
+
+    path = Path(spec)
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CliError(f"cannot read {spec} as JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise CliError(f"{spec} holds JSON but not an object; a webhook event is an object")
+        return loaded
+    name = spec.removesuffix(".json")
+    if name in FIXTURES:
+        return load_fixture(name)
+    for fixture in FIXTURES:
+        event = load_fixture(fixture)
+        if event.get("type") == spec:
+            return event
+    known_types = sorted({str(load_fixture(f).get("type")) for f in FIXTURES} & set(EVENT_TYPES))
+    if path.suffix == ".json" or "/" in spec:
+        raise CliError(f"no such file {spec!r}; give a JSON file, a fixture or an event type")
+    raise CliError(
+        f"unknown event {spec!r}: not a file, a fixture nor an event type with a fixture. "
+        f"Fixtures: {', '.join(FIXTURES)}. Event types: {', '.join(known_types)}"
+    )
+
+
+def _send(args: argparse.Namespace) -> int:
+    import httpx  # noqa: PLC0415
+
+    from workflows.settings import load_app_settings  # noqa: PLC0415
+    from workflows.signing import signed_headers  # noqa: PLC0415
+
+    settings = load_app_settings(service_name="tracehook-cli")
+    event = _load_event(args.event)
+    if not args.keep_id:
+        base = str(event.get("id") or "evt_cli")
+        event["id"] = f"{base}_{uuid.uuid4().hex[:8]}"
+    secret = args.secret or (settings.webhook_secrets[0] if settings.webhook_secrets else "")
+    if not secret:
+        raise CliError(
+            "no signing secret: pass --secret SECRET or set WEBHOOK_SECRET to the intake's secret "
+            "(whsec_<base64> or raw text)"
+        )
+    url = args.url or settings.intake_url
+    body = json.dumps(event).encode()
+    try:
+        # The intake dedupes on webhook-id (a sender's retries repeat it): derive it from the event id, so
+        # a fresh id is a new message and --keep-id a redelivery of the same one.
+        headers = signed_headers(secret, body, msg_id=str(event.get("id") or f"msg_{uuid.uuid4().hex}"))
+    except ValueError as exc:
+        raise CliError(f"--secret/WEBHOOK_SECRET: {exc}") from None
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=args.timeout)
+    except (httpx.TransportError, httpx.InvalidURL) as exc:
+        raise CliError(
+            f"cannot reach the intake at {url} ({type(exc).__name__}: {exc}). Start it with "
+            "`tracehook intake` (or `docker compose up`), or point --url / INTAKE_URL at a running one",
+            EXIT_UNREACHABLE,
+        ) from None
+    try:
+        answer: Any = response.json()
+    except ValueError:
+        answer = None
+    if not response.is_success:
+        print(
+            f"tracehook send: {url} answered {response.status_code} {response.reason_phrase}",
+            file=sys.stderr,
+        )
+        print(response.text, file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(answer if answer is not None else {"body": response.text}, indent=2))
+        return 0
+    answer = answer if isinstance(answer, dict) else {}
+    trace_id = answer.get("trace_id")
+    print(f"{response.status_code} {answer.get('status', response.reason_phrase)}")
+    print(f"event   {answer.get('event_id', event.get('id'))} ({event.get('type', '?')})")
+    if trace_id:
+        print(f"trace   {trace_id}")
+        print(f"jaeger  {settings.jaeger_query_url}/trace/{trace_id}")
+    elif answer.get("status") == "duplicate":
+        print("trace   - (a duplicate: this event id was already accepted; omit --keep-id for a fresh one)")
+    return 0
+
+
+# --- trace ----------------------------------------------------------------------------------------------
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from rich.console import Console  # noqa: PLC0415
+
+    from workflows import _jaeger  # noqa: PLC0415
+    from workflows._trace_view import (  # noqa: PLC0415
+        load_jaeger_v3,
+        load_spans_text,
+        normalise_id,
+        render_tree,
+        spans_of_trace,
+    )
+
+    try:
+        trace_id = normalise_id(args.trace_id, 16)
+    except ValueError:
+        raise CliError(
+            f"{args.trace_id!r} is not a trace id: expected 32 hex digits (as `tracehook send` prints)"
+        ) from None
+    if args.file:
+        source = "stdin" if args.file == "-" else args.file
+        try:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        except OSError as exc:
+            raise CliError(
+                f"cannot read {args.file} ({exc.strerror or exc}); give the OTLP-JSON lines file the "
+                "services write (TRACE_EXPORTER=file:PATH) or a Jaeger v3 JSON answer",
+                EXIT_UNREACHABLE,
+            ) from None
+        try:
+            spans = spans_of_trace(load_spans_text(text), trace_id)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CliError(f"{source} is neither OTLP-JSON lines nor a Jaeger v3 answer: {exc}") from None
+    else:
+        from workflows.settings import load_app_settings  # noqa: PLC0415
+
+        query_url = args.jaeger or load_app_settings(service_name="tracehook-cli").jaeger_query_url
+        source = _jaeger.trace_url(query_url, trace_id)
+        try:
+            documents = _jaeger.fetch_trace(query_url, trace_id, timeout=args.timeout)
+        except _jaeger.JaegerUnreachableError as exc:
+            raise CliError(
+                f"cannot reach Jaeger's query API at {query_url} ({exc}). Start Jaeger "
+                "(`docker compose up jaeger`), point --jaeger / JAEGER_QUERY_URL at it, or read spans "
+                "from a file with --file spans.jsonl",
+                EXIT_UNREACHABLE,
+            ) from None
+        except _jaeger.TraceNotFoundError:
+            raise CliError(
+                f"trace {trace_id} not found at {source}: not exported yet (try again in a few "
+                "seconds), sampled out, or sent to another Jaeger"
+            ) from None
+        except _jaeger.JaegerError as exc:
+            raise CliError(f"{source}: {exc}") from None
+        try:
+            spans = spans_of_trace(load_jaeger_v3(documents), trace_id)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CliError(f"{source} did not answer a Jaeger v3 trace: {exc}") from None
+    if not spans:
+        raise CliError(f"trace {trace_id} not found in {source} (no spans with that id)")
+    if args.json:
+        print(json.dumps([span.to_json() for span in spans], indent=2))
+        return 0
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=220)
+    render_tree(spans, console)
+    return 0
+
+
+# --- logs -----------------------------------------------------------------------------------------------
+
+_LOG_OWN_KEYS = frozenset({"timestamp", "level", "service", "event", "trace_id", "logger"})
+
+
+def _follow_lines(stream: TextIO, *, follow: bool, interval: float) -> Iterator[str]:
+    """The lines of ``stream``; with ``follow``, keep reading as it grows (a partial line waits)."""
+    pending = ""
+    while True:
+        chunk = stream.readline()
+        if chunk:
+            pending += chunk
+            if pending.endswith("\n"):
+                yield pending
+                pending = ""
+            continue
+        if not follow:
+            if pending:
+                yield pending
+            return
+        time.sleep(interval)
+
+
+def _format_log(record: dict[str, Any]) -> str:
+    def show(value: Any) -> str:
+        if isinstance(value, str):
+            return value if value and " " not in value and "=" not in value else json.dumps(value)
+        return json.dumps(value, separators=(",", ":"), default=str)
+
+    head = [
+        str(record.get("timestamp", "-")),
+        f"{record.get('level', '-')!s:<7}",
+        str(record.get("service", "-")),
+        str(record.get("event", "")),
+    ]
+    rest = [f"{key}={show(value)}" for key, value in record.items() if key not in _LOG_OWN_KEYS]
+    return " ".join(head + rest)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    try:
+        wanted = args.trace.strip().lower()
+        stream: TextIO = sys.stdin if args.file == "-" else Path(args.file).open(errors="replace")  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(
+            f"cannot read {args.file} ({exc.strerror or exc}); give a log file the services write, or - "
+            "for stdin",
+            EXIT_UNREACHABLE,
+        ) from None
+    follow = args.follow and args.file != "-"
+    shown = 0
+    try:
+        for line in _follow_lines(stream, follow=follow, interval=args.interval):
+            text = line.strip()
+            if not text.startswith("{"):
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict) or str(record.get("trace_id", "")).lower() != wanted:
+                continue
+            print(text if args.raw else _format_log(record), flush=follow)
+            shown += 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    if not shown:
+        where = "stdin" if args.file == "-" else args.file
+        print(f"tracehook logs: no log lines of trace {wanted} in {where}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tracehook``."""
     parser = argparse.ArgumentParser(
@@ -106,6 +365,58 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sandbox.add_argument("--port", type=int, default=8081, help="port (default 8081)")
     sandbox.set_defaults(run=_sandbox)
+
+    send = commands.add_parser(
+        "send",
+        help="sign and post a sample webhook; print its trace id",
+        description="Sign a webhook event (Standard Webhooks) and POST it to the intake; print the answer, "
+        "the event id, the trace id and the trace's Jaeger URL.",
+    )
+    send.add_argument(
+        "event",
+        metavar="TYPE|FILE",
+        help="a fixture (work_order_created, ...), an event type (work_order.created: its first fixture) "
+        "or a JSON file",
+    )
+    send.add_argument("--url", help="the intake's webhook URL (default: INTAKE_URL, else localhost:8000)")
+    send.add_argument("--secret", help="signing secret (default: the first of WEBHOOK_SECRET)")
+    send.add_argument(
+        "--keep-id", action="store_true", help="send the event id as is (default: add a fresh suffix)"
+    )
+    send.add_argument("--json", action="store_true", help="print the intake's JSON answer")
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    send.set_defaults(run=_send)
+
+    trace = commands.add_parser(
+        "trace",
+        help="print one trace as a tree, from Jaeger or a spans file",
+        description="Fetch a trace from Jaeger's query API (GET /api/v3/traces/ID) or read it from a file, "
+        "and print it as a tree: service, span, waterfall, duration, status, slow flag.",
+    )
+    trace.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits (base64 accepted too)")
+    trace.add_argument(
+        "--file",
+        metavar="FILE",
+        help="read OTLP-JSON lines (or a Jaeger v3 JSON answer) instead; - for stdin",
+    )
+    trace.add_argument("--jaeger", metavar="URL", help="Jaeger query URL (default: JAEGER_QUERY_URL)")
+    trace.add_argument("--json", action="store_true", help="print the spans as a JSON list instead")
+    trace.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for Jaeger (default 10)")
+    trace.set_defaults(run=_trace)
+
+    logs = commands.add_parser(
+        "logs",
+        help="print the JSON log lines of one trace",
+        description="Print the JSON log lines (as the services write them) whose trace_id is TRACE_ID.",
+    )
+    logs.add_argument("--trace", required=True, metavar="TRACE_ID", help="the trace id (32 hex digits)")
+    logs.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="log file, or - for stdin")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep reading FILE as it grows (Ctrl-C)")
+    logs.add_argument("--raw", action="store_true", help="print the JSON lines as they are")
+    logs.add_argument(
+        "--interval", type=float, default=0.25, help="seconds between polls with --follow (default 0.25)"
+    )
+    logs.set_defaults(run=_logs)
 
     dlq = commands.add_parser("dlq", help="the dead-letter list: events that failed after the last retry")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
@@ -131,6 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"tracehook {args.command}: {exc}", file=sys.stderr)
         return 2
+    except CliError as exc:
+        print(f"tracehook {args.command}: {exc}", file=sys.stderr)
+        return exc.code
     return code
 
 
