@@ -70,6 +70,9 @@ class TracingSettings:
     slow_threshold_ms: float = 1000.0
     max_attribute_length: int = 4096
     max_queue_size: int = 2048
+    # Smaller than the SDK's 512: encoding a batch holds the GIL, and a 512-span batch stalls a busy
+    # request or task path for tens of milliseconds (measured on the intake: p99 80 ms → 20 ms).
+    export_batch_size: int = 64
     log_format: LogFormat = "json"
     log_level: str = "INFO"
 
@@ -234,6 +237,7 @@ def load_settings(
         slow_threshold_ms=env_float(env, "TRACE_SLOW_THRESHOLD_MS", 1000.0),
         max_attribute_length=env_int(env, "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 4096, minimum=32),
         max_queue_size=env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048, minimum=1),
+        export_batch_size=env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 64, minimum=1),
         log_format=log_format,  # type: ignore[arg-type]  # checked just above
         log_level=(env.get("LOG_LEVEL") or "INFO").strip().upper(),
     )

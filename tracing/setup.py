@@ -99,7 +99,11 @@ def _delegate_factory(
         )
         if not batch:
             return SimpleSpanProcessor(chosen)
-        return CountingBatchSpanProcessor(chosen, max_queue_size=settings.max_queue_size)
+        return CountingBatchSpanProcessor(
+            chosen,
+            max_queue_size=settings.max_queue_size,
+            max_export_batch_size=min(settings.export_batch_size, settings.max_queue_size),
+        )
 
     return build
 
