@@ -90,6 +90,25 @@ def fresh(fixture: str) -> dict[str, Any]:
     return event
 
 
+def worker_command(queue: str, *, concurrency: int) -> list[str]:
+    """The worker as docker-compose runs it, on the test's own queue."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-Q",
+        queue,
+    ]
+
+
 def start(
     name: str, cmd: list[str], env: dict[str, str], logs: dict[str, Path], tmp: Path
 ) -> subprocess.Popen[bytes]:
@@ -145,21 +164,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         result.processes["worker"] = start(
             "worker",
-            [
-                py,
-                "-m",
-                "celery",
-                "-A",
-                "workers",
-                "worker",
-                "--pool=prefork",
-                "--concurrency=2",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-Q",
-                env["CELERY_DEFAULT_QUEUE"],
-            ],
+            worker_command(env["CELERY_DEFAULT_QUEUE"], concurrency=2),
             {**env, "SERVICE_NAME": "tracehook-worker"},
             logs,
             tmp,

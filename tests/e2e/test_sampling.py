@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack, free_port, fresh, start, wait_http
+from tests.e2e.conftest import Stack, free_port, fresh, start, wait_http, worker_command
 from tests.e2e.test_stack import accepted, complete
 
 pytestmark = pytest.mark.e2e
@@ -41,25 +41,7 @@ def unsampled(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "intake", [py, "-m", "workflows.cli", "intake", "--port", str(port)], env, other.logs, tmp
     )
     other.processes["worker"] = start(
-        "worker",
-        [
-            py,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=1",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-Q",
-            env["CELERY_DEFAULT_QUEUE"],
-        ],
-        env,
-        other.logs,
-        tmp,
+        "worker", worker_command(env["CELERY_DEFAULT_QUEUE"], concurrency=1), env, other.logs, tmp
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", other.processes["intake"], other.logs["intake"])
