@@ -77,7 +77,6 @@ class TracehookSpanProcessor(SpanProcessor):
     def __init__(self, delegate_factory: Callable[[], SpanProcessor]) -> None:
         self._factory = delegate_factory
         self._delegate = delegate_factory()
-        self._pid = os.getpid()
         self._closed = False
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork_in_child)
@@ -97,7 +96,6 @@ class TracehookSpanProcessor(SpanProcessor):
     def _after_fork_in_child(self) -> None:
         # The inherited delegate's queue holds the parent's spans (the parent exports them) and its HTTP
         # session may share a socket with the parent: start afresh.
-        self._pid = os.getpid()
         if self._closed:
             return
         inherited = self._delegate

@@ -8,7 +8,6 @@ trace id and rule agrees. Child spans follow their parent (``ParentBased``).
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
@@ -51,7 +50,6 @@ class Sampler(sampling.Sampler):
         method = cls.__dict__.get("should_sample")
         if method is None or not cls.__dict__.get("_adapt_should_sample", True):
             return
-        positional = list(inspect.signature(method).parameters)[1:2] != ["parent_context"]
 
         @functools.wraps(method)
         def should_sample(
@@ -64,19 +62,8 @@ class Sampler(sampling.Sampler):
             links: Sequence[Link] | None = None,
             trace_state: TraceState | None = None,
         ) -> sampling.SamplingResult:
-            if positional:
-                result = method(self, parent_context, trace_id, name, kind, attributes, links, trace_state)
-            else:
-                result = method(
-                    self,
-                    parent_context=parent_context,
-                    trace_id=trace_id,
-                    name=name,
-                    kind=kind,
-                    attributes=attributes,
-                    links=links,
-                    trace_state=trace_state,
-                )
+            # Positionally: the SDK's parameters are all positional, whatever a subclass names them.
+            result = method(self, parent_context, trace_id, name, kind, attributes, links, trace_state)
             if result.decision != sampling.Decision.DROP and not result.attributes and attributes:
                 return sampling.SamplingResult(result.decision, attributes, result.trace_state)
             return cast(sampling.SamplingResult, result)
