@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import redis
 import structlog
 from opentelemetry import trace
 
@@ -15,6 +14,7 @@ from workflows.engine import run_workflow
 from workflows.queue import TASK_NAME
 from workflows.rentvine import RentVineClient, RentVineError
 from workflows.settings import AppSettings, load_app_settings
+from workflows.store import open_store
 
 __all__ = ["backoff_s", "process_webhook_event"]
 
@@ -29,7 +29,7 @@ def _resources() -> tuple[AppSettings, RentVineClient, Any]:
     global _settings, _client, _store  # noqa: PLW0603
     if _settings is None or _client is None:
         _settings = load_app_settings(service_name="tracehook-worker")
-        _store = redis.Redis.from_url(_settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        _store = open_store(_settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         _client = RentVineClient(
             _settings.rentvine_api_url,
             _settings.rentvine_api_key,

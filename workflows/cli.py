@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tracing.settings import SettingsError
+from workflows.events import FIXTURES as FIXTURE_NAMES
 
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
@@ -58,14 +59,15 @@ def _dlq_store() -> object:
     import redis  # noqa: PLC0415
 
     from workflows.settings import load_app_settings  # noqa: PLC0415
+    from workflows.store import open_store  # noqa: PLC0415
 
     settings = load_app_settings(service_name="tracehook-cli")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = open_store(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         client.ping()
     except redis.RedisError as exc:
         msg = (
-            f"cannot reach Redis at {settings.redis_url} ({type(exc).__name__}); start it, or point "
+            f"cannot reach the store at {settings.redis_url} ({type(exc).__name__}); start Redis, or point "
             "REDIS_URL at the one the workers use"
         )
         raise SystemExit(f"tracehook dlq: {msg}") from None
@@ -295,7 +297,9 @@ def _follow_lines(stream: TextIO, *, follow: bool, interval: float) -> Iterator[
         time.sleep(interval)
 
 
-def _format_log(record: dict[str, Any]) -> str:
+def format_log(record: dict[str, Any]) -> str:
+    """One JSON log record as a line for people: time, level, service, event, then ``key=value``."""
+
     def show(value: Any) -> str:
         if isinstance(value, str):
             return value if value and " " not in value and "=" not in value else json.dumps(value)
@@ -334,7 +338,7 @@ def _logs(args: argparse.Namespace) -> int:
                 continue
             if not isinstance(record, dict) or str(record.get("trace_id", "")).lower() != wanted:
                 continue
-            print(text if args.raw else _format_log(record), flush=follow)
+            print(text if args.raw else format_log(record), flush=follow)
             shown += 1
     except KeyboardInterrupt:
         return 0
@@ -346,6 +350,84 @@ def _logs(args: argparse.Namespace) -> int:
         print(f"tracehook logs: no log lines of trace {wanted} in {where}", file=sys.stderr)
         return EXIT_ERROR
     return 0
+
+
+# --- doctor ---------------------------------------------------------------------------------------------
+
+_MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+
+    from workflows.doctor import run_checks  # noqa: PLC0415
+
+    failed = 0
+    for finding in run_checks(os.environ, timeout_s=args.timeout, wait_s=args.wait):
+        print(f"{_MARKS[finding.verdict]}  {finding.check:<15} {finding.detail}", flush=True)
+        if finding.fix and finding.verdict in {"fail", "warn"}:
+            print(f"{'':<21} fix: {finding.fix}", flush=True)
+        failed += finding.verdict == "fail"
+    if failed:
+        print(f"\n{failed} problem(s) found", file=sys.stderr)
+        return EXIT_ERROR
+    print("\nno problems found")
+    return 0
+
+
+# --- demo -----------------------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from workflows.demo import DemoError, run_demo  # noqa: PLC0415
+
+    try:
+        result = run_demo(
+            fixtures=args.events or FIXTURE_NAMES,
+            folder=Path(args.dir) if args.dir else None,
+            timeout_s=args.timeout,
+        )
+    except DemoError as exc:
+        raise CliError(str(exc)) from None
+    return 0 if result.ok else EXIT_ERROR
+
+
+def _add_tool_commands(commands: Any) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check settings and connectivity; say what to fix",
+        description="Check the settings (sampling rate 0, a retired JAEGER_ENDPOINT, no webhook secret), "
+        "that Redis, the broker, the OTLP endpoint and Jaeger's query API answer, and that a span sent now "
+        "can be read back from Jaeger. Exit code 1 when anything is wrong.",
+    )
+    doctor.add_argument("--timeout", type=float, default=3.0, help="seconds per connection (default 3)")
+    doctor.add_argument(
+        "--wait", type=float, default=10.0, help="seconds to wait for the probe span in Jaeger (default 10)"
+    )
+    doctor.set_defaults(run=_doctor)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run sandbox, intake and worker locally, send the sample webhooks, print their traces",
+        description="The main job without Docker: starts the RentVine sandbox, the intake and a prefork "
+        "worker as local processes (Redis when one answers at REDIS_URL, else Celery's filesystem transport "
+        "and a SQLite file), sends the sample webhooks, prints each trace as a tree with its log lines, and "
+        "stops everything it started. Spans and logs stay in the demo's folder.",
+    )
+    demo.add_argument(
+        "--events",
+        nargs="+",
+        choices=FIXTURE_NAMES,
+        metavar="FIXTURE",
+        help=f"the sample events to send (default: all of {', '.join(FIXTURE_NAMES)})",
+    )
+    demo.add_argument(
+        "--dir", metavar="DIR", help="folder for spans, logs and state (default: a new temp folder)"
+    )
+    demo.add_argument(
+        "--timeout", type=float, default=45.0, help="seconds to wait for the traces to complete (default 45)"
+    )
+    demo.set_defaults(run=_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=0.25, help="seconds between polls with --follow (default 0.25)"
     )
     logs.set_defaults(run=_logs)
+
+    _add_tool_commands(commands)
 
     dlq = commands.add_parser("dlq", help="the dead-letter list: events that failed after the last retry")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)

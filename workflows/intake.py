@@ -40,6 +40,7 @@ from workflows.events import EventError, classify_priority, parse_event
 from workflows.queue import TASK_NAME, producer_app
 from workflows.settings import AppSettings, load_app_settings
 from workflows.signing import SignatureError, StandardWebhooksVerifier, Verifier
+from workflows.store import open_store
 
 __all__ = ["DEDUPE_TTL_S", "ROUTE", "create_app"]
 
@@ -279,7 +280,7 @@ def create_app(
         configure_tracing(settings.tracing)
         configure_logging(settings.tracing)
     # No retries with backoff: a Redis that is down must give the sender a quick 503, not hold a thread.
-    store = store or redis.Redis.from_url(
+    store = store or open_store(
         settings.redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
     )
     publisher = publisher or producer_app()

@@ -8,20 +8,58 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from tracing.settings import SettingsError, env_int
 
-__all__ = ["DEFAULT_REDIS_URL", "TASK_NAME", "celery_config", "producer_app"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "FILESYSTEM_SCHEME",
+    "TASK_NAME",
+    "celery_config",
+    "filesystem_transport",
+    "producer_app",
+]
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 TASK_NAME = "process_webhook_event"
+FILESYSTEM_SCHEME = "filesystem://"
+
+
+def filesystem_transport(url: str) -> dict[str, Any]:
+    """kombu's filesystem transport options for ``filesystem:///abs/dir``; creates the folders.
+
+    Producers and workers on one machine share the folder: each message is a file, taken by one worker.
+
+    Raises:
+        SettingsError: the URL names no absolute folder.
+    """
+    folder = Path(url.removeprefix(FILESYSTEM_SCHEME))
+    if not folder.is_absolute():
+        msg = (
+            f"CELERY_BROKER_URL={url!r}: give an absolute folder, e.g. filesystem:///var/tmp/tracehook-queue"
+        )
+        raise SettingsError(msg)
+    queue, control = folder / "queue", folder / "control"
+    for path in (queue, control):
+        path.mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(queue),
+        "data_folder_out": str(queue),
+        "control_folder": str(control),
+        "store_processed": False,
+        # kombu polls the folder; its default second would dominate a demo's latency.
+        "polling_interval": 0.1,
+    }
 
 
 def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Celery settings: JSON only, late acks, requeue on worker loss, prefetch 1, visibility timeout.
 
-    Variables: REDIS_URL, CELERY_BROKER_URL (``amqp://`` works too), CELERY_RESULT_BACKEND,
+    Variables: REDIS_URL, CELERY_BROKER_URL (``amqp://`` works too; ``filesystem:///abs/dir`` is Celery's
+    filesystem transport in that folder, for a machine without a broker), CELERY_RESULT_BACKEND (default
+    REDIS_URL when it is Redis, else no results),
     CELERY_VISIBILITY_TIMEOUT_S (Redis broker: how long an unacked task waits before redelivery; default
     3600), CELERY_DEFAULT_QUEUE.
 
@@ -35,9 +73,22 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         msg = f"CELERY_BROKER_URL={broker!r} is not a URL such as redis://host:6379/0 or amqp://host:5672//"
         raise SettingsError(msg)
     visibility = env_int(env, "CELERY_VISIBILITY_TIMEOUT_S", 3600, minimum=1)
+    transport: dict[str, Any] = {"visibility_timeout": visibility}
+    urls: dict[str, str] = {}
+    if broker.startswith(FILESYSTEM_SCHEME):
+        transport = filesystem_transport(broker)
+        # The folder is in the transport options; a host name spares kombu's "No hostname was supplied"
+        # warning. Read/write URLs, because Celery lets CELERY_BROKER_URL in the environment override
+        # broker_url but not these.
+        broker = "filesystem://localhost/"
+        urls = {"broker_read_url": broker, "broker_write_url": broker}
+    results = env.get("CELERY_RESULT_BACKEND", "").strip() or None
+    if results is None and redis_url.startswith(("redis://", "rediss://", "unix://")):
+        results = redis_url
     return {
         "broker_url": broker,
-        "result_backend": env.get("CELERY_RESULT_BACKEND", "").strip() or redis_url,
+        **urls,
+        "result_backend": results,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -46,7 +97,7 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": visibility},
+        "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "broker_connection_retry_on_startup": True,
         "task_default_queue": env.get("CELERY_DEFAULT_QUEUE", "").strip() or "celery",

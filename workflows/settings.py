@@ -62,6 +62,12 @@ def load_app_settings(
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     redis_url = env.get("REDIS_URL", "").strip() or "redis://localhost:6379/0"
+    if not redis_url.startswith(("redis://", "rediss://", "unix://", "sqlite:///")):
+        msg = (
+            f"REDIS_URL={redis_url!r} is not a Redis URL (redis://host:6379/0, rediss://, unix://) nor a "
+            "SQLite file for a Redis-less set-up (sqlite:////abs/path/state.sqlite3)"
+        )
+        raise SettingsError(msg)
     return AppSettings(
         tracing=load_settings(env, service_name=service_name),
         redis_url=redis_url,

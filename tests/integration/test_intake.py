@@ -37,6 +37,7 @@ from tests.integration.conftest import REDIS_URL, ROOT
 from tracing import TracingSettings, configure_tracing, instrument_celery
 from tracing.celery_tracing import ENQUEUED_AT_HEADER
 from tracing.settings import SettingsError
+from workflows.correlation import ENTITY_KEYS
 from workflows.events import FIXTURES, load_fixture
 from workflows.intake import ROUTE, create_app
 from workflows.queue import TASK_NAME, producer_app
@@ -126,9 +127,17 @@ class Webhooks:
     marker: str = field(default_factory=lambda: f"do-not-echo-{uuid.uuid4().hex}")
 
     def event(self, fixture: str = "lease_expiring") -> dict[str, Any]:
-        """A copy of a fixture with a fresh id and a marker field that no answer may echo."""
+        """A copy of a fixture with a fresh id, fresh entity ids and a marker field that no answer may echo.
+
+        Fresh entity ids: a source-correlation entry another run left in the shared Redis for a fixture's
+        entity would otherwise add a Link to the root span.
+        """
         payload = load_fixture(fixture)
         payload["id"] = f"evt_test_{uuid.uuid4().hex}"
+        data = payload.get("data") or {}
+        for key in ENTITY_KEYS:
+            if isinstance(data.get(key), str):
+                data[key] = f"{data[key]}_{uuid.uuid4().hex[:8]}"
         payload["note"] = self.marker
         self.keys.add(DEDUPE_PREFIX + payload["id"])
         return payload

@@ -1,0 +1,88 @@
+"""``tracehook demo`` on a machine without Redis: the whole job on the filesystem transport and SQLite."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.conftest import ROOT
+from workflows._trace_view import load_otlp_lines
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when the block ends
+
+
+def _processes_using(folder: Path) -> list[int]:
+    """Processes whose environment names ``folder`` (every process the demo starts has it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if str(folder).encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+class TestDemoWithoutRedis:
+    """With REDIS_URL at a closed port the demo falls back to the filesystem transport and SQLite."""
+
+    def test_demo_prints_one_whole_trace(self, tmp_path: Path) -> None:
+        """Exit 0; the printed tree has the intake, worker and sandbox spans of one trace, its log lines
+        follow, the spans file holds them, and no process the demo started is left running."""
+        folder = tmp_path / "demo"
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0",
+        }
+        env.pop("CELERY_BROKER_URL", None)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "workflows.cli",
+                "demo",
+                "--events",
+                "work_order_created",
+                "--dir",
+                str(folder),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        out = done.stdout
+        assert "filesystem transport" in done.stderr
+        assert "filesystem transport" in out
+        match = re.search(r"^trace ([0-9a-f]{32})\s+(\d+) spans, 3 services", out, re.MULTILINE)
+        assert match, out[-3000:]
+        trace_id = match.group(1)
+        for expected in (
+            "tracehook-intake  webhook.work_order.created",
+            "tracehook-worker  run process_webhook_event",
+            "tracehook-worker  workflow.work_order.created",
+            "rentvine-sandbox  POST /work-orders",
+        ):
+            assert expected in out
+        assert f"log lines of trace {trace_id}" in out
+        assert "workflow.completed" in out
+        assert "1 webhooks sent, 1 traces complete" in out
+
+        spans = load_otlp_lines((folder / "spans.jsonl").read_text().splitlines())
+        services = {row.service for row in spans if row.trace_id == trace_id}
+        assert services == {"tracehook-intake", "tracehook-worker", "rentvine-sandbox"}
+        assert (folder / "state.sqlite3").exists()
+        assert _processes_using(folder) == []

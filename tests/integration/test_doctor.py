@@ -1,0 +1,221 @@
+"""``tracehook doctor`` against real endpoints: the suite's OTLP receiver, a Jaeger query API over what that
+receiver got (Jaeger cannot run here), the real Redis, and closed ports."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import REDIS_URL
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _b64(hex_id: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_id)).decode()
+
+
+def _v3_answer(spans: list[ReceivedSpan]) -> dict[str, Any]:
+    """Jaeger v2's ``/api/v3/traces`` answer: OTLP/JSON with base64 ids, wrapped in ``result``."""
+    return {
+        "result": {
+            "resourceSpans": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "service.name", "value": {"stringValue": span.service_name}}]
+                    },
+                    "scopeSpans": [
+                        {
+                            "spans": [
+                                {
+                                    "traceId": _b64(span.trace_id),
+                                    "spanId": _b64(span.span_id),
+                                    "name": span.name,
+                                    "startTimeUnixNano": str(span.start_ns),
+                                    "endTimeUnixNano": str(span.end_ns),
+                                }
+                            ]
+                        }
+                    ],
+                }
+                for span in spans
+            ]
+        }
+    }
+
+
+class QueryApi(ThreadingHTTPServer):
+    """Jaeger's query API over the spans an :class:`OtlpReceiver` received."""
+
+    daemon_threads = True
+
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        self.receiver = receiver
+        super().__init__(("127.0.0.1", 0), _QueryHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _QueryHandler(BaseHTTPRequestHandler):
+    server: QueryApi
+
+    def do_GET(self) -> None:
+        if self.path == "/api/v3/services":
+            names = sorted({span.service_name for span in self.server.receiver.spans})
+            self._reply(200, {"services": names})
+            return
+        spans = self.server.receiver.trace(self.path.removeprefix("/api/v3/traces/"))
+        if self.path.startswith("/api/v3/traces/") and spans:
+            self._reply(200, _v3_answer(spans))
+        else:
+            self._reply(404, {"error": {"httpCode": 404, "message": "No traces found"}})
+
+    def _reply(self, status: int, payload: Any) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def jaeger() -> Iterator[tuple[OtlpReceiver, QueryApi]]:
+    receiver = OtlpReceiver().start()
+    query = QueryApi(receiver)
+    thread = threading.Thread(target=query.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield receiver, query
+    query.shutdown()
+    query.server_close()
+    receiver.stop()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``tracehook doctor`` as a user would, in a clean environment plus ``env``."""
+    base = {
+        key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "JAEGER_", "TRACE_"))
+    }
+    base.pop("WEBHOOK_SECRET", None)
+    return subprocess.run(
+        [sys.executable, "-m", "workflows.cli", "doctor", "--timeout", "2", *args],
+        env={**base, "PYTHONPATH": str(ROOT), "REDIS_URL": REDIS_URL, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class TestDoctorHealthy:
+    """With everything up and set, every check passes and the probe span is read back."""
+
+    def test_all_ok(self, jaeger: tuple[OtlpReceiver, QueryApi]) -> None:
+        """Exit 0; the probe span reached the receiver and was read back through the query API."""
+        receiver, query = jaeger
+        done = doctor(
+            {
+                "WEBHOOK_SECRET": "a-shared-secret",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "JAEGER_QUERY_URL": query.url,
+            }
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "FAIL" not in done.stdout
+        probes = [span for span in receiver.spans if span.service_name == "tracehook-doctor"]
+        assert len(probes) == 1
+        assert f"probe span (trace {probes[0].trace_id}) readable" in done.stdout
+
+
+class TestDoctorFindsProblems:
+    """Each problem is named with its fix, and the exit code is 1."""
+
+    def test_bad_settings(self, jaeger: tuple[OtlpReceiver, QueryApi]) -> None:
+        """Sampling rate 0 and no webhook secret are both reported, with what to set."""
+        receiver, query = jaeger
+        done = doctor(
+            {
+                "TRACE_SAMPLING_RATE": "0",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "JAEGER_QUERY_URL": query.url,
+            }
+        )
+        assert done.returncode == 1
+        assert "FAIL  sampling" in done.stdout
+        assert "set TRACE_SAMPLING_RATE between 0.1 and 1.0" in done.stdout
+        assert "FAIL  webhook secret" in done.stdout
+        assert ".env.example" in done.stdout
+
+    def test_retired_jaeger_endpoint(self) -> None:
+        """A JAEGER_ENDPOINT on the retired Thrift port stops the checks with the fix (OTLP 4318)."""
+        done = doctor({"WEBHOOK_SECRET": "s", "JAEGER_ENDPOINT": "http://jaeger:14268/api/traces"})
+        assert done.returncode == 1
+        assert "FAIL  settings" in done.stdout
+        assert "4318" in done.stdout
+
+    def test_nothing_answers(self) -> None:
+        """Redis, the OTLP endpoint and Jaeger at closed ports: each is reported unreachable with its fix,
+        and the round trip is skipped rather than waited for."""
+        port = _closed_port()
+        done = doctor(
+            {
+                "WEBHOOK_SECRET": "s",
+                "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                "JAEGER_QUERY_URL": f"http://127.0.0.1:{port}",
+            }
+        )
+        assert done.returncode == 1
+        for check in ("redis", "otlp endpoint", "jaeger query"):
+            assert f"FAIL  {check}" in done.stdout
+        assert "start Redis" in done.stdout
+        assert "skip  round trip" in done.stdout
+        assert "3 problem(s) found" in done.stderr
+
+    def test_spans_not_readable(self, jaeger: tuple[OtlpReceiver, QueryApi]) -> None:
+        """Spans accepted by one endpoint but the query API of another Jaeger: the round trip fails."""
+        receiver, _ = jaeger
+        other = OtlpReceiver().start()
+        query = QueryApi(other)
+        thread = threading.Thread(target=query.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            done = doctor(
+                {
+                    "WEBHOOK_SECRET": "s",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                    "JAEGER_QUERY_URL": query.url,
+                },
+                "--wait",
+                "1",
+            )
+        finally:
+            query.shutdown()
+            query.server_close()
+            other.stop()
+        assert done.returncode == 1
+        assert "FAIL  round trip" in done.stdout
+        assert "different Jaegers" in done.stdout
