@@ -3,7 +3,8 @@
 #   intake  : tracehook intake --host 0.0.0.0 --port 8000       (the default CMD)
 #   worker  : celery -A workers worker --pool=prefork --concurrency 2 --loglevel INFO
 #   sandbox : tracehook sandbox --host 0.0.0.0 --port 8081      (the RentVine API stand-in)
-# No secret is baked in: the webhook signing secret and the API key come from the environment at run time.
+# No secret is baked in: the webhook signing secret (an environment variable, or a file in a volume)
+# and the API key come from the environment at run time.
 
 # ---------------------------------------------------------------------------------------------------------
 # builder: wheels of the dependencies (one layer, cached until pyproject.toml changes), then of the project.
@@ -38,12 +39,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# uid/gid 10001; /data is where the sandbox keeps its SQLite file (a named volume mounted there inherits
-# this ownership on first use).
+# uid/gid 10001; /data is where the sandbox keeps its SQLite file and /run/tracehook the generated webhook
+# secret (a named volume mounted there inherits this ownership on first use).
 RUN groupadd --system --gid 10001 tracehook \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin tracehook \
-    && mkdir -p /app /data \
-    && chown 10001:10001 /data
+    && mkdir -p /app /data /run/tracehook \
+    && chown 10001:10001 /data /run/tracehook
 
 WORKDIR /app
 

@@ -111,6 +111,41 @@ def _dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- secret ---------------------------------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    """A fresh Standard Webhooks signing secret: ``whsec_`` and 32 random bytes in base64."""
+    import base64  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _secret(args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+
+    if not args.file:
+        print(new_secret())
+        return 0
+    path = Path(args.file)
+    try:
+        if path.is_file() and path.read_text(encoding="utf-8").strip():
+            print(f"kept the secret in {path}")
+            return 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under a temporary name, then renamed: a reader never sees half a secret.
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(new_secret() + "\n")
+        partial.replace(path)
+    except OSError as exc:
+        raise CliError(f"cannot write {path} ({exc.strerror or exc})") from None
+    print(f"wrote a new secret to {path}")
+    return 0
+
+
 # --- send -----------------------------------------------------------------------------------------------
 
 
@@ -393,6 +428,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_tool_commands(commands: Any) -> None:
+    secret = commands.add_parser(
+        "secret",
+        help="make a webhook signing secret (whsec_...)",
+        description="Print a new Standard Webhooks signing secret, or with --file write one to FILE unless "
+        "FILE already holds one (docker compose's webhook-secret service does this on first start).",
+    )
+    secret.add_argument(
+        "--file", metavar="FILE", help="write it here (mode 0600) unless FILE has one already"
+    )
+    secret.set_defaults(run=_secret)
+
     doctor = commands.add_parser(
         "doctor",
         help="check settings and connectivity; say what to fix",

@@ -10,10 +10,8 @@ folder for ``tracehook trace --file`` and ``tracehook logs``.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from workflows._trace_view import SpanRow, load_otlp_lines, render_tree
+from workflows.cli import format_log, new_secret
 from workflows.events import FIXTURES, load_fixture
 from workflows.signing import signed_headers
 
@@ -95,7 +94,7 @@ def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
 def demo_environment(folder: Path, base: Mapping[str, str], *, redis_url: str | None) -> dict[str, str]:
     """The environment of the demo's processes: the embedded defaults, a fresh secret, the folder's files;
     ``redis_url`` is the broker when given, else Celery's filesystem transport in the folder."""
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    secret = new_secret()
     env = {key: value for key, value in base.items() if not key.startswith(("OTEL_", "CELERY_"))}
     env.update(
         {
@@ -267,7 +266,7 @@ def run_demo(
     if not screen.is_terminal:
         screen = Console(file=out, highlight=False, width=200)
     status = Console(stderr=True, highlight=False)
-    status.print(f"tracehook demo: {backend}; state in {folder}")
+    status.print(f"tracehook demo: {backend}; state in {folder}", soft_wrap=True)
 
     intake_port, sandbox_port = _free_port(), _free_port()
     child_env["RENTVINE_API_URL"] = f"http://127.0.0.1:{sandbox_port}"
@@ -351,8 +350,6 @@ def _wait_for_traces(
 
 
 def _report(result: DemoResult, screen: Console, spans: list[SpanRow]) -> None:
-    from workflows.cli import format_log  # noqa: PLC0415  # the CLI imports this module lazily
-
     by_trace: dict[str, list[SpanRow]] = {}
     for row in spans:
         by_trace.setdefault(row.trace_id, []).append(row)
@@ -373,7 +370,7 @@ def _report(result: DemoResult, screen: Console, spans: list[SpanRow]) -> None:
         lines = _log_lines(result.folder, sent.trace_id)
         screen.print(f"[bold]log lines of trace {sent.trace_id}[/] ({len(lines)})")
         for record in lines:
-            screen.print(format_log(record), markup=False)
+            screen.print(format_log(record), markup=False, soft_wrap=True)
     done = len([s for s in result.sent if s.trace_id in result.complete])
     screen.rule()
     screen.print(

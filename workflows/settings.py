@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tracing.settings import SettingsError, TracingSettings, env_bool, env_float, env_int, load_settings
 from workflows.signing import decode_secret
@@ -46,6 +47,19 @@ class AppSettings:
             raise SettingsError(msg)
 
 
+def _secrets_from_file(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The secrets in WEBHOOK_SECRET_FILE (Docker's ``_FILE`` convention), when WEBHOOK_SECRET is empty."""
+    path = env.get("WEBHOOK_SECRET_FILE", "").strip()
+    if not path:
+        return ()
+    try:
+        return tuple(Path(path).read_text(encoding="utf-8").split())
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"WEBHOOK_SECRET_FILE={path!r} cannot be read ({exc}); "
+        msg += f"`tracehook secret --file {path}` makes it"
+        raise SettingsError(msg) from None
+
+
 def load_app_settings(
     env: Mapping[str, str] | None = None, *, service_name: str = "tracehook"
 ) -> AppSettings:
@@ -55,7 +69,7 @@ def load_app_settings(
         SettingsError: a variable has a bad value; the message names it.
     """
     env = os.environ if env is None else env
-    secrets = tuple(env.get("WEBHOOK_SECRET", "").split())
+    secrets = tuple(env.get("WEBHOOK_SECRET", "").split()) or _secrets_from_file(env)
     for secret in secrets:
         try:
             decode_secret(secret)

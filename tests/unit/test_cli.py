@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from tracing import SettingsError
 from tracing.exporters import OtlpJsonFileExporter
 from workflows import _trace_view
 from workflows.cli import main
@@ -722,3 +723,49 @@ class TestHelp:
         with pytest.raises(SystemExit):
             main(["logs"])
         assert "--trace" in capsys.readouterr().err
+
+
+class TestSecret:
+    """``tracehook secret`` makes signing secrets; with --file it writes one once and keeps it after."""
+
+    def test_prints_a_valid_secret(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The printed secret is whsec_ + 32 random bytes, and two calls differ."""
+        from workflows.signing import decode_secret  # noqa: PLC0415
+
+        assert 0 == main(["secret"])
+        assert 0 == main(["secret"])
+        first, second = capsys.readouterr().out.split()
+        assert first != second
+        assert 32 == len(decode_secret(first))
+
+    def test_file_written_once_owner_only(self, tmp_path: Path) -> None:
+        """The file is created with mode 0600; a second run keeps it (restarts keep the secret)."""
+        target = tmp_path / "run" / "webhook-secret"
+        assert 0 == main(["secret", "--file", str(target)])
+        written = target.read_text()
+        assert 0o600 == target.stat().st_mode & 0o777
+        assert 0 == main(["secret", "--file", str(target)])
+        assert written == target.read_text()
+
+    def test_settings_read_the_file_unless_the_variable_is_set(self, tmp_path: Path) -> None:
+        """WEBHOOK_SECRET_FILE feeds the secrets when WEBHOOK_SECRET is empty; an unreadable file says how
+        to make it."""
+        from workflows.settings import load_app_settings  # noqa: PLC0415
+
+        target = tmp_path / "webhook-secret"
+        assert 0 == main(["secret", "--file", str(target)])
+        from_file = load_app_settings({"WEBHOOK_SECRET_FILE": str(target)}).webhook_secrets
+        assert (target.read_text().strip(),) == from_file
+        chosen = load_app_settings({"WEBHOOK_SECRET": "mine", "WEBHOOK_SECRET_FILE": str(target)})
+        assert ("mine",) == chosen.webhook_secrets
+        with pytest.raises(SettingsError, match="tracehook secret --file"):
+            load_app_settings({"WEBHOOK_SECRET_FILE": str(tmp_path / "missing")})
+
+    def test_unwritable_file_is_a_clear_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A path under a file (not a folder) fails with exit 1 and names the path."""
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        assert 1 == main(["secret", "--file", str(blocker / "secret")])
+        assert str(blocker / "secret") in capsys.readouterr().err

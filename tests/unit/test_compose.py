@@ -22,6 +22,9 @@ JAEGER_TAIL_CONFIG = ROOT / "deploy" / "jaeger" / "config-tail.yaml"
 
 CORE_SERVICES = ("redis", "jaeger", "intake", "worker", "rentvine-sandbox")
 APP_SERVICES = ("intake", "worker", "rentvine-sandbox")
+# Run once and exit; the services that need them wait for `service_completed_successfully`.
+ONE_SHOT = ("webhook-secret",)
+SECRET_FILE = "/run/tracehook/webhook-secret"
 SERVICE_NAMES = {
     "intake": "tracehook-intake",
     "worker": "tracehook-worker",
@@ -108,8 +111,10 @@ class TestServices:
         assert services["jaeger"]["image"] == tail["image"]
 
     def test_every_service_has_a_healthcheck(self, services: dict[str, Any]) -> None:
-        """Every service, the worker included, has a healthcheck with a test and a timeout."""
+        """Every long-running service, the worker included, has a healthcheck with a test and a timeout."""
         for name, service in services.items():
+            if name in ONE_SHOT:
+                continue
             check = service.get("healthcheck")
             assert check, f"{name} has no healthcheck"
             assert check.get("test"), f"{name}'s healthcheck has no test"
@@ -139,7 +144,8 @@ class TestServices:
             assert isinstance(depends, dict), f"{name}: use the long depends_on syntax with a condition"
             for dependency, options in depends.items():
                 assert dependency in services
-                assert "service_healthy" == options["condition"], f"{name} -> {dependency}"
+                wanted = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+                assert wanted == options["condition"], f"{name} -> {dependency}"
         assert {"redis", "jaeger"} <= set(services["intake"]["depends_on"])
         assert {"redis", "jaeger", "rentvine-sandbox"} <= set(services["worker"]["depends_on"])
 
@@ -222,6 +228,19 @@ class TestEntryPoints:
         assert "0.0.0.0" == args.host  # noqa: S104  # inside the container, on purpose
         assert {"intake": 8000, "rentvine-sandbox": 8081}[name] == args.port
 
+    def test_webhook_secret_service(self, services: dict[str, Any]) -> None:
+        """The one-shot writes the file the apps read, into the volume they mount, and is not restarted."""
+        from workflows.cli import build_parser  # noqa: PLC0415
+
+        service = services["webhook-secret"]
+        argv = service["command"]
+        assert "tracehook" == argv[0]
+        args = build_parser().parse_args(argv[1:])
+        assert SECRET_FILE == args.file
+        assert ["webhook-secret:/run/tracehook"] == service["volumes"]
+        assert "no" == service["restart"]
+        assert not service.get("ports")
+
     def test_worker_command_names_the_celery_app(self, services: dict[str, Any]) -> None:
         """``celery -A workers worker --pool=prefork ...`` and ``workers.app`` is a Celery app."""
         from celery import Celery  # noqa: PLC0415
@@ -269,13 +288,26 @@ class TestEnvironment:
         assert SERVICE_NAMES[name] == env["SERVICE_NAME"]
         for variable in ("TRACE_SAMPLING_RATE", "TRACE_EMERGENCY_SAMPLING_RATE", "LOG_LEVEL", "ENVIRONMENT"):
             assert variable in env
-        with pytest.raises(LookupError, match="WEBHOOK_SECRET"):
-            _interpolate(env["WEBHOOK_SECRET"], {})
+        # No .env needed: the generated secret's file, unless .env sets WEBHOOK_SECRET.
+        assert "" == _interpolate(env["WEBHOOK_SECRET"], {})
+        assert SECRET_FILE == env["WEBHOOK_SECRET_FILE"]
+        assert "webhook-secret:/run/tracehook:ro" in services[name]["volumes"]
+        assert "service_completed_successfully" == services[name]["depends_on"]["webhook-secret"]["condition"]
 
     @pytest.mark.parametrize("name", APP_SERVICES)
-    def test_values_load(self, services: dict[str, Any], name: str) -> None:
-        """With a secret in .env, the resolved environment passes the real settings loader."""
+    def test_values_load(self, services: dict[str, Any], name: str, tmp_path: Path) -> None:
+        """Without .env the secret the webhook-secret service writes is used; with one in .env, that one.
+        Either way the resolved environment passes the real settings loader."""
+        from workflows.cli import main  # noqa: PLC0415
         from workflows.settings import load_app_settings  # noqa: PLC0415
+
+        secret_file = tmp_path / "webhook-secret"
+        argv = services["webhook-secret"]["command"]
+        assert 0 == main([*argv[1:-1], str(secret_file)])
+        generated = secret_file.read_text(encoding="utf-8").strip()
+        plain = {key: _interpolate(value, {}) for key, value in _environment(services[name]).items()}
+        plain["WEBHOOK_SECRET_FILE"] = str(secret_file)
+        assert (generated,) == load_app_settings(plain).webhook_secrets
 
         secret = "whsec_" + base64.b64encode(b"\x01" * 32).decode()
         env = {
