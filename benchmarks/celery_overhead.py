@@ -1,6 +1,6 @@
 """Measure what tracing costs a Celery prefork worker: uninstrumented vs stock OpenTelemetry vs tracehook.
 
-Run from the repository root (Redis must answer on 127.0.0.1:6379; database 9 is used)::
+Run from the repository root (Redis must answer on 127.0.0.1:6379; database 9 is used, or BENCH_BROKER_URL)::
 
     .venv/bin/python benchmarks/celery_overhead.py            # 3 rounds x 2,000 tasks per variant
     .venv/bin/python benchmarks/celery_overhead.py --quick    # 1 round x 500 tasks (smoke run)
@@ -79,7 +79,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-BROKER_URL: Final = "redis://127.0.0.1:6379/9"
+BROKER_URL: Final = os.environ.get("BENCH_BROKER_URL", "").strip() or "redis://127.0.0.1:6379/9"
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 PRIORITY_SEP: Final = "\x06\x16"  # kombu's Redis transport: queue names of priorities 3, 6, 9
 PRODUCER_WARMUP: Final = 50
