@@ -219,3 +219,25 @@ class TestDoctorFindsProblems:
         assert done.returncode == 1
         assert "FAIL  round trip" in done.stdout
         assert "different Jaegers" in done.stdout
+
+
+class TestDoctorBroker:
+    """A broker apart from Redis (RabbitMQ) is checked too; the Redis check covers it otherwise."""
+
+    def test_rabbitmq_answers(self) -> None:
+        """``amqp://`` on a RabbitMQ that answers: ok (skipped where none runs)."""
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex(("127.0.0.1", 5672)) != 0:
+                pytest.skip("no RabbitMQ answers on 127.0.0.1:5672")
+        done = doctor({"WEBHOOK_SECRET": "s", "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"})
+        assert "ok    broker" in done.stdout, done.stdout
+
+    def test_broker_down(self) -> None:
+        """``amqp://`` at a closed port: reported with what to do."""
+        done = doctor(
+            {"WEBHOOK_SECRET": "s", "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{_closed_port()}//"}
+        )
+        assert done.returncode == 1
+        assert "FAIL  broker" in done.stdout
+        assert "start the broker" in done.stdout
