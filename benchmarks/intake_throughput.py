@@ -1,7 +1,7 @@
 """Measure the webhook intake: signed webhooks per second and p50/p99 latency, against a bare endpoint.
 
-Run from the repository root (Redis must answer on 127.0.0.1:6379; database 8 is used, and flushed
-before and after)::
+Run from the repository root (Redis must answer on 127.0.0.1:6379; database 8, or the one BENCH_REDIS_URL
+names, is used and flushed before and after)::
 
     .venv/bin/python benchmarks/intake_throughput.py            # 3 rounds: 3,000 requests, 10 s open loop
     .venv/bin/python benchmarks/intake_throughput.py --quick    # 1 round: 1,000 requests, 5 s open loop
@@ -90,7 +90,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-REDIS_URL: Final = "redis://127.0.0.1:6379/8"
+REDIS_URL: Final = os.environ.get("BENCH_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/8"
 ROUTE: Final = "/webhooks/rentvine"
 SECRET: Final = "whsec_" + base64.b64encode(b"intake-throughput-benchmark-key!").decode()
 FIXTURE: Final = "work_order_created"

@@ -82,6 +82,9 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # broker_url but not these.
         broker = "filesystem://localhost/"
         urls = {"broker_read_url": broker, "broker_write_url": broker}
+    if broker.startswith("redis://"):
+        # kombu's Redis transport with one redis-py client per channel, not one per publish or ack.
+        urls["broker_transport"] = "workflows._redis_transport:Transport"
     results = env.get("CELERY_RESULT_BACKEND", "").strip() or None
     if results is None and redis_url.startswith(("redis://", "rediss://", "unix://")):
         results = redis_url
