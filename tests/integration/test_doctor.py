@@ -4,20 +4,18 @@ receiver got (Jaeger cannot run here), the real Redis, and closed ports."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import REDIS_URL
+from tests.jaeger_api import JaegerQueryApi
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,55 +54,22 @@ def _v3_answer(spans: list[ReceivedSpan]) -> dict[str, Any]:
     }
 
 
-class QueryApi(ThreadingHTTPServer):
-    """Jaeger's query API over the spans an :class:`OtlpReceiver` received."""
+def query_api(receiver: OtlpReceiver) -> JaegerQueryApi:
+    """Jaeger's query API over the spans ``receiver`` got (Jaeger stores what its OTLP port receives)."""
 
-    daemon_threads = True
+    def lookup(trace_id: str) -> dict[str, Any] | None:
+        spans = receiver.trace(trace_id)
+        return _v3_answer(spans) if spans else None
 
-    def __init__(self, receiver: OtlpReceiver) -> None:
-        self.receiver = receiver
-        super().__init__(("127.0.0.1", 0), _QueryHandler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _QueryHandler(BaseHTTPRequestHandler):
-    server: QueryApi
-
-    def do_GET(self) -> None:
-        if self.path == "/api/v3/services":
-            names = sorted({span.service_name for span in self.server.receiver.spans})
-            self._reply(200, {"services": names})
-            return
-        spans = self.server.receiver.trace(self.path.removeprefix("/api/v3/traces/"))
-        if self.path.startswith("/api/v3/traces/") and spans:
-            self._reply(200, _v3_answer(spans))
-        else:
-            self._reply(404, {"error": {"httpCode": 404, "message": "No traces found"}})
-
-    def _reply(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    return JaegerQueryApi(lookup, lambda: sorted({span.service_name for span in receiver.spans})).start()
 
 
 @pytest.fixture
-def jaeger() -> Iterator[tuple[OtlpReceiver, QueryApi]]:
+def jaeger() -> Iterator[tuple[OtlpReceiver, JaegerQueryApi]]:
     receiver = OtlpReceiver().start()
-    query = QueryApi(receiver)
-    thread = threading.Thread(target=query.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    query = query_api(receiver)
     yield receiver, query
-    query.shutdown()
-    query.server_close()
+    query.stop()
     receiver.stop()
 
 
@@ -133,7 +98,7 @@ def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 class TestDoctorHealthy:
     """With everything up and set, every check passes and the probe span is read back."""
 
-    def test_all_ok(self, jaeger: tuple[OtlpReceiver, QueryApi]) -> None:
+    def test_all_ok(self, jaeger: tuple[OtlpReceiver, JaegerQueryApi]) -> None:
         """Exit 0; the probe span reached the receiver and was read back through the query API."""
         receiver, query = jaeger
         done = doctor(
@@ -153,7 +118,7 @@ class TestDoctorHealthy:
 class TestDoctorFindsProblems:
     """Each problem is named with its fix, and the exit code is 1."""
 
-    def test_bad_settings(self, jaeger: tuple[OtlpReceiver, QueryApi]) -> None:
+    def test_bad_settings(self, jaeger: tuple[OtlpReceiver, JaegerQueryApi]) -> None:
         """Sampling rate 0 and no webhook secret are both reported, with what to set."""
         receiver, query = jaeger
         done = doctor(
@@ -195,13 +160,11 @@ class TestDoctorFindsProblems:
         assert "skip  round trip" in done.stdout
         assert "3 problem(s) found" in done.stderr
 
-    def test_spans_not_readable(self, jaeger: tuple[OtlpReceiver, QueryApi]) -> None:
+    def test_spans_not_readable(self, jaeger: tuple[OtlpReceiver, JaegerQueryApi]) -> None:
         """Spans accepted by one endpoint but the query API of another Jaeger: the round trip fails."""
         receiver, _ = jaeger
         other = OtlpReceiver().start()
-        query = QueryApi(other)
-        thread = threading.Thread(target=query.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
+        query = query_api(other)
         try:
             done = doctor(
                 {
@@ -213,8 +176,7 @@ class TestDoctorFindsProblems:
                 "1",
             )
         finally:
-            query.shutdown()
-            query.server_close()
+            query.stop()
             other.stop()
         assert done.returncode == 1
         assert "FAIL  round trip" in done.stdout

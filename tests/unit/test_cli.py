@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from tests.jaeger_api import JaegerQueryApi
 from tracing import SettingsError
 from tracing.exporters import OtlpJsonFileExporter
 from workflows import _trace_view
@@ -166,54 +167,12 @@ def recorded_jaeger_answer() -> dict[str, Any]:
     }
 
 
-class FakeJaeger(ThreadingHTTPServer):
-    """Jaeger's query API, as far as ``tracehook trace`` uses it: one recorded trace."""
-
-    daemon_threads = True
-
-    def __init__(self, traces: dict[str, Any]) -> None:
-        self.traces = traces
-        self.paths: list[str] = []
-        super().__init__(("127.0.0.1", 0), JaegerHandler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class JaegerHandler(BaseHTTPRequestHandler):
-    server: FakeJaeger
-
-    def do_GET(self) -> None:
-        self.server.paths.append(self.path)
-        trace_id = self.path.removeprefix("/api/v3/traces/")
-        if self.path.startswith("/api/v3/traces/") and trace_id in self.server.traces:
-            self.reply(200, self.server.traces[trace_id])
-        else:
-            self.reply(404, {"error": {"httpCode": 404, "message": "No traces found"}})
-
-    def reply(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def jaeger() -> Iterator[FakeJaeger]:
-    server = FakeJaeger(
-        {TRACE_ID: recorded_jaeger_answer(), "0" * 31 + "1": {"result": {"resourceSpans": []}}}
-    )
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+def jaeger() -> Iterator[JaegerQueryApi]:
+    traces = {TRACE_ID: recorded_jaeger_answer(), "0" * 31 + "1": {"result": {"resourceSpans": []}}}
+    server = JaegerQueryApi(traces.get).start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def closed_port() -> int:
@@ -231,7 +190,7 @@ def indent_of(lines: list[str], name: str) -> tuple[int, int]:
 
 class TestTraceFromJaeger:
     def test_tree_shows_services_and_nesting(
-        self, jaeger: FakeJaeger, capsys: pytest.CaptureFixture[str]
+        self, jaeger: JaegerQueryApi, capsys: pytest.CaptureFixture[str]
     ) -> None:
         assert 0 == main(["trace", TRACE_ID, "--jaeger", jaeger.url])
         assert [f"/api/v3/traces/{TRACE_ID}"] == jaeger.paths
@@ -274,7 +233,7 @@ class TestTraceFromJaeger:
         assert batch_bar.startswith("·")
         assert batch_bar.endswith("█")
 
-    def test_json_has_hex_ids(self, jaeger: FakeJaeger, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_json_has_hex_ids(self, jaeger: JaegerQueryApi, capsys: pytest.CaptureFixture[str]) -> None:
         assert 0 == main(["trace", TRACE_ID, "--jaeger", jaeger.url, "--json"])
         spans = json.loads(capsys.readouterr().out)
         assert 8 == len(spans)
@@ -306,14 +265,16 @@ class TestTraceFromJaeger:
             "attributes",
         }
 
-    def test_not_found(self, jaeger: FakeJaeger, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_not_found(self, jaeger: JaegerQueryApi, capsys: pytest.CaptureFixture[str]) -> None:
         missing = "f" * 32
         assert 1 == main(["trace", missing, "--jaeger", jaeger.url])
         err = capsys.readouterr().err
         assert f"trace {missing} not found" in err
         assert jaeger.url in err
 
-    def test_empty_answer_is_not_found(self, jaeger: FakeJaeger, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_empty_answer_is_not_found(
+        self, jaeger: JaegerQueryApi, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         assert 1 == main(["trace", "0" * 31 + "1", "--jaeger", jaeger.url])
         assert "not found" in capsys.readouterr().err
 
@@ -325,7 +286,7 @@ class TestTraceFromJaeger:
         assert "--file" in err
 
     def test_jaeger_query_url_from_environment(
-        self, jaeger: FakeJaeger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        self, jaeger: JaegerQueryApi, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
         monkeypatch.setenv("JAEGER_QUERY_URL", jaeger.url + "/")
         assert 0 == main(["trace", TRACE_ID.upper(), "--json"])
