@@ -414,7 +414,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from workflows.demo import DemoError, run_demo  # noqa: PLC0415
+    from workflows.demo import DemoError, DemoInterruptedError, run_demo  # noqa: PLC0415
 
     try:
         result = run_demo(
@@ -424,6 +424,9 @@ def _demo(args: argparse.Namespace) -> int:
         )
     except DemoError as exc:
         raise CliError(str(exc)) from None
+    except (KeyboardInterrupt, DemoInterruptedError):
+        print("tracehook demo: interrupted; the processes it started are stopped", file=sys.stderr)
+        return 130
     return 0 if result.ok else EXIT_ERROR
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from workflows.cli import format_log, new_secret
 from workflows.events import FIXTURES, load_fixture
 from workflows.signing import signed_headers
 
-__all__ = ["DemoError", "DemoResult", "run_demo"]
+__all__ = ["DemoError", "DemoInterruptedError", "DemoResult", "run_demo"]
 
 START_TIMEOUT_S: Final = 45.0
 QUIET_S: Final = 0.6
@@ -226,6 +227,29 @@ def _send(url: str, secret: str, fixture: str) -> Sent:
     )
 
 
+class DemoInterruptedError(Exception):
+    """SIGTERM reached the demo; the processes it started have been stopped."""
+
+
+@contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into an exception while the demo runs, so its processes (each in a session of its own,
+    out of reach of the terminal's signals) are stopped on the way out, never left behind."""
+
+    def interrupt(signum: int, _: Any) -> None:
+        raise DemoInterruptedError(signal.Signals(signum).name)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: the caller handles signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def _progress(console: Console) -> Iterator[Progress]:
     with Progress(
@@ -252,6 +276,7 @@ def run_demo(
 
     Raises:
         DemoError: a process did not start; the message carries the end of its log.
+        DemoInterruptedError: SIGTERM (Ctrl-C raises KeyboardInterrupt); both stop the processes first.
     """
     started = time.monotonic()
     base = os.environ if env is None else env
@@ -292,6 +317,7 @@ def run_demo(
     processes: list[_Process] = []
     with ExitStack() as cleanup:
         cleanup.callback(_stop, processes)
+        cleanup.enter_context(_stopped_by_sigterm())
         with _progress(status) as progress:
             starting = progress.add_task("starting sandbox, intake and worker", total=2)
             for name, command in commands.items():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.e2e.conftest import ROOT
@@ -86,3 +88,36 @@ class TestDemoWithoutRedis:
         assert services == {"tracehook-intake", "tracehook-worker", "rentvine-sandbox"}
         assert (folder / "state.sqlite3").exists()
         assert _processes_using(folder) == []
+
+
+class TestDemoInterrupted:
+    """SIGTERM to the demo while it runs stops every process it started."""
+
+    def test_sigterm_leaves_nothing_running(self, tmp_path: Path) -> None:
+        """Once its processes are up, SIGTERM: exit code 130, and none of them is left."""
+        folder = tmp_path / "demo"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "workflows.cli", "demo", "--dir", str(folder)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len(_processes_using(folder)) < 3 and time.monotonic() < deadline:
+                assert demo.poll() is None, demo.stderr.read() if demo.stderr else ""
+                time.sleep(0.05)
+            assert len(_processes_using(folder)) >= 3  # sandbox, intake, worker
+            demo.send_signal(signal.SIGTERM)
+            _, err = demo.communicate(timeout=60)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+        assert 130 == demo.returncode, err
+        assert "interrupted" in err
+        deadline = time.monotonic() + 10
+        while _processes_using(folder) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [] == _processes_using(folder)
