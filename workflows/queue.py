@@ -46,7 +46,14 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": visibility},
+        # kombu sweeps for unacked messages to restore only every interval x throttle seconds (10 x 10 by
+        # default): a worker killed with its task would have it redelivered up to 100 s after the
+        # visibility timeout instead of at it. Sweep at half the timeout, at most every minute.
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": min(60, max(1, visibility // 2)),
+            "unacked_restore_throttle": 1,
+        },
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "broker_connection_retry_on_startup": True,
         "task_default_queue": env.get("CELERY_DEFAULT_QUEUE", "").strip() or "celery",
