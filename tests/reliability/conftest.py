@@ -167,11 +167,11 @@ class Cluster:
         process = self._start("sandbox", cmd)
         wait_http(self.sandbox_url + "/healthz", process, self.logs["sandbox"])
 
-    def start_intake(self, **env: str) -> None:
+    def start_intake(self, name: str = "intake", **env: str) -> None:
         """Start the intake (uvicorn) and wait for its health check."""
         cmd = [sys.executable, "-m", "workflows.cli", "intake", "--port", str(self.intake_port)]
-        process = self._start("intake", cmd, **env)
-        wait_http(f"http://127.0.0.1:{self.intake_port}/healthz", process, self.logs["intake"])
+        process = self._start(name, cmd, **env)
+        wait_http(f"http://127.0.0.1:{self.intake_port}/healthz", process, self.logs[name])
 
     def start_worker(self, name: str = "worker", *, concurrency: int = 1, **env: str) -> None:
         """Start a prefork worker (``celery -A workers worker``) and wait until it says it is ready."""
