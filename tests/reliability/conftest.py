@@ -161,10 +161,10 @@ class Cluster:
         self.processes[name] = process
         return process
 
-    def start_sandbox(self) -> None:
+    def start_sandbox(self, **env: str) -> None:
         """Start the sandbox and wait for its health check."""
         cmd = [sys.executable, "-m", "workflows.cli", "sandbox", "--port", str(self.sandbox_port)]
-        process = self._start("sandbox", cmd)
+        process = self._start("sandbox", cmd, **env)
         wait_http(self.sandbox_url + "/healthz", process, self.logs["sandbox"])
 
     def start_intake(self, name: str = "intake", **env: str) -> None:
