@@ -7,15 +7,13 @@ import hashlib
 import math
 import signal
 import socket
-import sys
+import statistics
+import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 def free_port() -> int:
@@ -48,19 +46,29 @@ def rss_kb(pid: int, *, children: bool = True) -> int:
     return total
 
 
-def code_fingerprint() -> dict[str, str]:
-    """Which code was measured: a hash of the packages' sources, and their newest mtime."""
-    paths = [
-        path
-        for package in ("workflows", "tracing", "workers")
-        for path in sorted((REPO_ROOT / package).glob("*.py"))
-    ]
+def code_fingerprint(*patterns: str) -> dict[str, str]:
+    """Which code was measured: a hash of the files matching ``patterns`` (globs under the repository),
+    and their newest mtime."""
+    paths = [path for pattern in patterns for path in sorted(REPO_ROOT.glob(pattern))]
     digest = hashlib.sha256()
     for path in paths:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     newest = max(path.stat().st_mtime for path in paths)
-    return {"sha256": digest.hexdigest()[:16], "newest": datetime.fromtimestamp(newest, UTC).isoformat()}
+    return {
+        "sha256": digest.hexdigest()[:12],
+        "newest_mtime": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest)),
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    """The median; NaN when empty."""
+    return statistics.median(values) if values else math.nan
+
+
+def ratio(value: float, base: float) -> float:
+    """``value / base``; NaN when ``base`` is 0."""
+    return value / base if base else math.nan
 
 
 @contextlib.contextmanager

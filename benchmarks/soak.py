@@ -32,11 +32,15 @@ from typing import Any
 
 import httpx
 
-from _common import code_fingerprint, quantile, rss_kb, terminate_on_sigterm  # isort: skip
+# The repository's packages (tests, workflows, benchmarks), not whatever the script's directory shadows.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 
-from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.reliability.conftest import Cluster, RedisServer, make_cluster, wait_until
-from workflows.events import FIXTURES, load_fixture
+from benchmarks._common import code_fingerprint, quantile, rss_kb, terminate_on_sigterm  # noqa: E402
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan  # noqa: E402
+from tests.reliability.conftest import Cluster, RedisServer, make_cluster, wait_until  # noqa: E402
+from workflows.events import FIXTURES, load_fixture  # noqa: E402
 
 SENDER_RETRY_S = 0.2
 WARM_UP = 50
@@ -164,7 +168,7 @@ def soak(n: int, rate: float, concurrency: int, workdir: Path) -> dict[str, Any]
             "traces": len(latencies),
         },
         "worker_rss_kb": {"start": rss_start, "end": rss_end, "growth": rss_end - rss_start},
-        "code": code_fingerprint(),
+        "code": code_fingerprint("workflows/*.py", "tracing/*.py", "workers/*.py"),
     }
 
 
