@@ -91,17 +91,42 @@ async def send_all(cluster: Cluster, batch: list[dict[str, Any]], rate: float) -
 
 def latencies_ms(spans: list[ReceivedSpan]) -> tuple[list[float], collections.Counter[str]]:
     """Receipt → completion per trace, and how many workflow spans each event had."""
-    roots: dict[str, int] = {}
+    by_type, runs = latencies_by_type(spans)
+    return [ms for values in by_type.values() for ms in values], runs
+
+
+def latencies_by_type(spans: list[ReceivedSpan]) -> tuple[dict[str, list[float]], collections.Counter[str]]:
+    """Receipt → completion per trace grouped by event type, and how many workflow spans each event had."""
+    roots: dict[str, tuple[int, str]] = {}
     ends: dict[str, int] = {}
     runs: collections.Counter[str] = collections.Counter()
     for span in spans:
         if not span.parent_span_id and span.name.startswith("webhook."):
-            roots[span.trace_id] = span.start_ns
+            roots[span.trace_id] = (span.start_ns, span.name.removeprefix("webhook."))
         elif span.name.startswith("workflow.") and not span.name.startswith("workflow.step."):
             runs[str(span.attributes.get("workflow.event_id"))] += 1
             if span.attributes.get("workflow.status") == "completed":
                 ends[span.trace_id] = max(ends.get(span.trace_id, 0), span.end_ns)
-    return [(ends[t] - roots[t]) / 1e6 for t in ends if t in roots], runs
+    grouped: dict[str, list[float]] = collections.defaultdict(list)
+    for trace_id, end in ends.items():
+        if trace_id in roots:
+            start, event_type = roots[trace_id]
+            grouped[event_type].append((end - start) / 1e6)
+    return dict(grouped), runs
+
+
+def latencies_over_time(spans: list[ReceivedSpan], windows: int = 10) -> list[dict[str, float]]:
+    """p50/p99 of receipt → completion in each tenth of the run (by receipt): growth over time, or a
+    passing jam?"""
+    roots = {s.trace_id: s.start_ns for s in spans if not s.parent_span_id and s.name.startswith("webhook.")}
+    ends: dict[str, int] = {}
+    for span in spans:
+        if span.name.startswith("workflow.") and not span.name.startswith("workflow.step."):
+            ends[span.trace_id] = max(ends.get(span.trace_id, 0), span.end_ns)
+    ordered = sorted((roots[t], (end - roots[t]) / 1e6) for t, end in ends.items() if t in roots)
+    size = max(1, len(ordered) // windows)
+    chunks = [[ms for _, ms in ordered[i : i + size]] for i in range(0, len(ordered), size)]
+    return [{"p50": round(quantile(c, 0.5), 1), "p99": round(quantile(c, 0.99), 1)} for c in chunks]
 
 
 def soak(n: int, rate: float, concurrency: int, workdir: Path) -> dict[str, Any]:
@@ -136,7 +161,9 @@ def soak(n: int, rate: float, concurrency: int, workdir: Path) -> dict[str, Any]
         dead = cluster.dead_lettered()
         completed = {i for i in accepted if completions[i]}
         receiver.wait_for(lambda spans: len(latencies_ms(spans)[0]) >= len(completed) + len(warm), timeout=60)
-        latencies, runs = latencies_ms(receiver.spans)
+        receiver_spans = receiver.spans
+        by_type, runs = latencies_by_type(receiver_spans)
+        latencies = [ms for values in by_type.values() for ms in values]
     finally:
         cluster.close()
         receiver.stop()
@@ -166,6 +193,11 @@ def soak(n: int, rate: float, concurrency: int, workdir: Path) -> dict[str, Any]
             "p99": round(quantile(latencies, 0.99), 1),
             "max": round(max(latencies, default=0.0), 1),
             "traces": len(latencies),
+            "over_time": latencies_over_time(receiver_spans),
+            "by_type": {
+                name: {"p50": round(quantile(v, 0.5), 1), "p99": round(quantile(v, 0.99), 1), "n": len(v)}
+                for name, v in sorted(by_type.items())
+            },
         },
         "worker_rss_kb": {"start": rss_start, "end": rss_end, "growth": rss_end - rss_start},
         "code": code_fingerprint("workflows/*.py", "tracing/*.py", "workers/*.py"),
@@ -187,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     latency, rss = report["latency_ms"], report["worker_rss_kb"]
+    windows = ", ".join(f"{w['p50']:.0f}/{w['p99']:.0f}" for w in latency["over_time"])
     print(
         f"soak: {report['webhooks']} webhooks at {report['rate_per_s']:g}/s "
         f"(+{report['warm_up']} warm-up), worker --concurrency {report['concurrency']}\n"
@@ -196,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  throughput {report['throughput_per_s']}/s over {report['elapsed_s']} s\n"
         f"  receipt → completion: p50 {latency['p50']} ms, p99 {latency['p99']} ms, max {latency['max']} ms "
         f"({latency['traces']} traces)\n"
+        f"  p50 / p99 per tenth of the run: "
+        f"{windows} ms\n"
         f"  worker RSS (parent + pool): {rss['start']} kB after warm-up → {rss['end']} kB "
         f"({rss['growth'] / 1024:+.1f} MB)"
     )
