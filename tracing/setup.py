@@ -234,6 +234,11 @@ def shutdown_tracing(timeout_s: float = 5.0) -> None:
         if state is None:
             return
         _state = None
+    delegate = state.processor.delegate
+    if isinstance(delegate, CountingBatchSpanProcessor):
+        # Now, not after the flush: with the endpoint stuck the flush is abandoned, and the drops it
+        # caused would never be told.
+        delegate.report_drops()
 
     def _run() -> None:
         state.provider.force_flush(int(timeout_s * 1000))

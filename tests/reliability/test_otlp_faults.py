@@ -110,7 +110,8 @@ class TestLatencyUnderExportFaults:
         """4 rounds x 4 modes x 8 webhooks on one intake and one worker; the endpoint is switched between
         modes through a forwarding address the processes never see change."""
         switch = Switch(endpoints)
-        cluster = make_cluster(tmp_path, redis_server.url(), endpoints.healthy, OTEL_BSP_MAX_QUEUE_SIZE="128")
+        # A small export queue, so the black hole fills it: it must drop (and say so), not grow.
+        cluster = make_cluster(tmp_path, redis_server.url(), endpoints.healthy, OTEL_BSP_MAX_QUEUE_SIZE="32")
         cluster.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = switch.endpoint
         try:
             cluster.start_sandbox()
@@ -129,6 +130,12 @@ class TestLatencyUnderExportFaults:
         finally:
             cluster.close()
             switch.stop()
+        dropped = [
+            line
+            for line in cluster.log_lines("worker")
+            if "dropped because the export queue was full" in str(line.get("event"))
+        ]
+        assert dropped, "the black-holed export queue never filled, or its drops were not reported"
         report = {
             mode: (
                 statistics.median(r for r, _ in got),
