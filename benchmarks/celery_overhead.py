@@ -55,18 +55,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -78,6 +76,11 @@ import redis
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks._common import code_fingerprint  # noqa: E402
+from benchmarks._common import median as _median  # noqa: E402
+from benchmarks._common import ratio as _ratio  # noqa: E402
+from benchmarks._common import terminate_on_sigterm as _terminate_on_sigterm  # noqa: E402
 
 BROKER_URL: Final = os.environ.get("BENCH_BROKER_URL", "").strip() or "redis://127.0.0.1:6379/9"
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
@@ -526,10 +529,6 @@ def producer_main(variant_key: str, n: int, queue: str) -> int:
 # -- report -----------------------------------------------------------------------------------------
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def _summary(worker: Worker) -> dict[str, Any]:
     samples = worker.samples
     return {
@@ -581,10 +580,6 @@ def _span_counts(receiver: Any, workers: Sequence[Worker]) -> dict[str, dict[str
             "tasks_published": worker.tasks_published,
         }
     return counts
-
-
-def _ratio(value: float, base: float) -> float:
-    return value / base if base else float("nan")
 
 
 def _goals(summaries: dict[str, dict[str, Any]]) -> list[tuple[str, bool]]:
@@ -671,20 +666,6 @@ def _print_report(report: dict[str, Any]) -> None:
 # -- main -------------------------------------------------------------------------------------------
 
 
-def _code_fingerprint() -> dict[str, str]:
-    """Which tracing code was measured: a hash of tracing/*.py and workers/config.py, newest mtime."""
-    paths = [*sorted((REPO_ROOT / "tracing").glob("*.py")), REPO_ROOT / "workers" / "config.py"]
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    newest = max(path.stat().st_mtime for path in paths)
-    return {
-        "sha256": digest.hexdigest()[:12],
-        "newest_mtime": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest)),
-    }
-
-
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per variant (default 3)")
@@ -714,18 +695,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
-    def handler(signum: int, _: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912
     """Run the benchmark; returns the exit status."""
     args = _parse(argv)
@@ -751,7 +720,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912
     receiver = OtlpReceiver().start()
     down_endpoint = f"http://127.0.0.1:{_free_closed_port()}"
     run_id = uuid.uuid4().hex[:8]
-    fingerprint = _code_fingerprint()  # read before the workers import the code
+    # Read before the workers import the code.
+    fingerprint = code_fingerprint("tracing/*.py", "workers/config.py")
     workers = []
     for spec in specs:
         queue = f"bench-{spec.key}-{run_id}"

@@ -66,7 +66,6 @@ import asyncio
 import base64
 import contextlib
 import gc
-import hashlib
 import json
 import math
 import os
@@ -79,7 +78,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -89,6 +88,11 @@ from typing import Any, Final
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks._common import code_fingerprint  # noqa: E402
+from benchmarks._common import median as _median  # noqa: E402
+from benchmarks._common import ratio as _ratio  # noqa: E402
+from benchmarks._common import terminate_on_sigterm as _terminate_on_sigterm  # noqa: E402
 
 REDIS_URL: Final = os.environ.get("BENCH_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/8"
 ROUTE: Final = "/webhooks/rentvine"
@@ -680,14 +684,6 @@ def _run(
 # -- report --------------------------------------------------------------------------------------------
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
-def _ratio(value: float, base: float) -> float:
-    return value / base if base else math.nan
-
-
 def _summary(samples: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> dict[str, Any]:
     keys = ["server_cpu_us", "redis_cpu_us", "gen_cpu_us", "main_cpu_us", *extra]
     summary: dict[str, Any] = {"rounds": len(samples)}
@@ -846,20 +842,6 @@ def _print_report(report: dict[str, Any]) -> None:
 # -- main ----------------------------------------------------------------------------------------------
 
 
-def _code_fingerprint() -> dict[str, str]:
-    """Which code was measured: a hash of workflows/*.py and tracing/*.py, and their newest mtime."""
-    paths = [*sorted((REPO_ROOT / "workflows").glob("*.py")), *sorted((REPO_ROOT / "tracing").glob("*.py"))]
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    newest = max(path.stat().st_mtime for path in paths)
-    return {
-        "sha256": digest.hexdigest()[:12],
-        "newest_mtime": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest)),
-    }
-
-
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per phase (default 3)")
@@ -900,18 +882,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.rounds, args.requests, args.duration, args.warmup = 1, 1000, 5.0, 300
     return args
-
-
-@contextlib.contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
-    def handler(signum: int, _: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _phases(client: Any, receiver: Any, servers: list[Server], args: argparse.Namespace, log: Any) -> float:
@@ -968,7 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912
     log_dir = Path(tempfile.mkdtemp(prefix="intake-bench-"))
     profile_dir = str(Path(args.profile).resolve()) if args.profile else None
     receiver = OtlpReceiver().start()
-    fingerprint = _code_fingerprint()
+    fingerprint = code_fingerprint("workflows/*.py", "tracing/*.py")
     extra = dict(item.split("=", 1) for item in args.env)
     servers = _servers(uuid.uuid4().hex[:8], receiver.endpoint, log_dir, profile_dir, extra)
     failed = False

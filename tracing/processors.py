@@ -25,6 +25,7 @@ from tracing.scrubbing import scrub_text, scrub_value
 __all__ = [
     "SLOW_ATTRIBUTE",
     "CountingBatchSpanProcessor",
+    "ExportHealth",
     "ScrubbingSpanExporter",
     "SlowSpanCallback",
     "TracehookSpanProcessor",
@@ -129,6 +130,38 @@ class TracehookSpanProcessor(SpanProcessor):
         return self._delegate.force_flush(timeout_millis)
 
 
+class ExportHealth:
+    """Whether the exporter is getting through: the last export succeeded and none is stuck.
+
+    Shutdown and flush read it to stop waiting for an endpoint that is down, black-holed or slow, instead
+    of holding the process for the exporter's retries and timeouts.
+
+    Args:
+        stuck_after_s: an export in flight longer than this counts as stuck.
+    """
+
+    def __init__(self, stuck_after_s: float = 1.0) -> None:
+        self.stuck_after_s = stuck_after_s
+        self._in_flight_since: float | None = None
+        self._last_ok = True
+
+    def started(self) -> None:
+        """An export began."""
+        self._in_flight_since = time.monotonic()
+
+    def finished(self, ok: bool) -> None:
+        """An export ended, successfully or not."""
+        self._in_flight_since = None
+        self._last_ok = ok
+
+    @property
+    def ok(self) -> bool:
+        """False once an export failed (until one succeeds) or while one is stuck."""
+        since = self._in_flight_since
+        stuck = since is not None and time.monotonic() - since > self.stuck_after_s
+        return self._last_ok and not stuck
+
+
 class ScrubbingSpanExporter(SpanExporter):
     """Scrubs secrets and personal data and flags slow spans, then hands the batch to ``inner``.
 
@@ -138,6 +171,7 @@ class ScrubbingSpanExporter(SpanExporter):
         on_slow: called with the span and its duration in ms; defaults to a warning log line.
         owns_inner: shut ``inner`` down with this exporter; False for an exporter the caller passed in
             and may share (a forked child's pipeline is rebuilt around the same object).
+        health: told when each export starts and how it ended.
     """
 
     def __init__(
@@ -147,8 +181,10 @@ class ScrubbingSpanExporter(SpanExporter):
         slow_threshold_ms: float = 1000.0,
         on_slow: SlowSpanCallback | None = log_slow_span,
         owns_inner: bool = True,
+        health: ExportHealth | None = None,
     ) -> None:
         self.inner = inner
+        self.health = health if health is not None else ExportHealth()
         self._owns_inner = owns_inner
         self._slow_ns = int(slow_threshold_ms * 1_000_000)
         self._on_slow = on_slow
@@ -161,7 +197,13 @@ class ScrubbingSpanExporter(SpanExporter):
                 prepared.append(self._prepare(span))
             except Exception:
                 _log.debug("tracing: could not scrub span %s; dropping it", span.name, exc_info=True)
-        return self.inner.export(prepared)
+        self.health.started()
+        result = SpanExportResult.FAILURE
+        try:
+            result = self.inner.export(prepared)
+        finally:
+            self.health.finished(result is SpanExportResult.SUCCESS)
+        return result
 
     def shutdown(self) -> None:
         """Shut the inner exporter down, if it is ours."""

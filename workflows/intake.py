@@ -42,12 +42,14 @@ from workflows.settings import AppSettings, load_app_settings
 from workflows.signing import SignatureError, StandardWebhooksVerifier, Verifier
 from workflows.store import open_store
 
-__all__ = ["DEDUPE_TTL_S", "ROUTE", "create_app"]
+__all__ = ["DEDUPE_TTL_S", "PENDING_TTL_S", "ROUTE", "create_app"]
 
 ROUTE: Final = "/webhooks/rentvine"
 DEDUPE_TTL_S: Final = 24 * 3600
+PENDING_TTL_S: Final = 30
 RETRY_AFTER_S: Final = "5"
 _DEDUPE_PREFIX: Final = "tracehook:dedupe:"
+_PENDING: Final = "tracehook:pending"
 _BLOCKING_THREADS: Final = 2
 
 log = structlog.get_logger("workflows.intake")
@@ -194,12 +196,25 @@ class Intake:
     ) -> JSONResponse:
         key = _DEDUPE_PREFIX + (headers.get("webhook-id") or event.id)
         try:
-            fresh = self.store.set(key, event.id, nx=True, ex=DEDUPE_TTL_S)
+            # Claimed as pending until the task is queued: an intake that dies (or loses Redis) between
+            # the claim and the publish must not leave a key that answers the sender's retry "duplicate"
+            # for an event that was never queued. A pending key expires on its own.
+            fresh = self.store.set(key, _PENDING, nx=True, ex=PENDING_TTL_S)
+            state = None if fresh else self.store.get(key)
         except redis.RedisError:
             return self.reject(
                 503,
                 "store_unavailable",
                 "the dedupe store cannot be reached; retry later",
+                event_id=event.id,
+                event_type=event.type,
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        if not fresh and state in {_PENDING, _PENDING.encode()}:
+            return self.reject(
+                503,
+                "in_flight",
+                "a delivery of this webhook id is being queued; retry later",
                 event_id=event.id,
                 event_type=event.type,
                 headers={"Retry-After": RETRY_AFTER_S},
@@ -238,6 +253,12 @@ class Intake:
             )
         finally:
             otel_context.detach(token)
+        try:
+            self.store.set(key, event.id, ex=DEDUPE_TTL_S)
+        except redis.RedisError:
+            # Queued all the same: answer 202. The pending claim expires, after which a new delivery of
+            # this id would be queued again; its steps are idempotent per event id.
+            log.warning("webhook.dedupe_confirm_failed", event_id=event.id)
         log.info(
             "webhook.accepted",
             outcome="queued",

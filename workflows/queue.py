@@ -73,7 +73,14 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         msg = f"CELERY_BROKER_URL={broker!r} is not a URL such as redis://host:6379/0 or amqp://host:5672//"
         raise SettingsError(msg)
     visibility = env_int(env, "CELERY_VISIBILITY_TIMEOUT_S", 3600, minimum=1)
-    transport: dict[str, Any] = {"visibility_timeout": visibility}
+    # kombu sweeps for unacked messages to restore only every interval x throttle seconds (10 x 10 by
+    # default): a worker killed with its task would have it redelivered up to 100 s after the visibility
+    # timeout instead of at it. Sweep at half the timeout, at most every minute.
+    transport: dict[str, Any] = {
+        "visibility_timeout": visibility,
+        "unacked_restore_interval": min(60, max(1, visibility // 2)),
+        "unacked_restore_throttle": 1,
+    }
     urls: dict[str, str] = {}
     if broker.startswith(FILESYSTEM_SCHEME):
         transport = filesystem_transport(broker)

@@ -131,12 +131,15 @@ class NotificationCreate(_Body):
 class FaultSpec(_Body):
     """``POST /_sandbox/faults``: the next ``count`` matching requests wait ``delay_s``, then get ``status``.
 
-    A null ``status`` means a delay only. Paths under ``/_sandbox`` and ``/healthz`` are never faulted.
+    A null ``status`` means a delay only; then ``delay_after_s`` also holds the answer that long after the
+    route ran (the change is made, the caller does not hear of it yet: a caller killed meanwhile has made
+    a change it never saw). Paths under ``/_sandbox`` and ``/healthz`` are never faulted.
     """
 
     status: int | None = Field(default=503, ge=400, le=599)
     count: int = Field(default=1, ge=1, le=100_000)
     delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
+    delay_after_s: float = Field(default=0.0, ge=0.0, le=60.0)
     path_prefix: str = Field(default="/", pattern=r"^/")
     method: str | None = None
     retry_after_s: int | None = Field(default=None, ge=0, le=3600)
@@ -198,12 +201,24 @@ class _FaultMiddleware:
         if spec is not None and spec.delay_s > 0:
             await asyncio.sleep(spec.delay_s)
         if spec is None or spec.status is None:
-            await self.app(scope, receive, send)
+            held = spec.delay_after_s if spec is not None else 0.0
+            await self.app(scope, receive, _held(send, held) if held > 0 else send)
             return
         headers = {"Retry-After": str(spec.retry_after_s)} if spec.retry_after_s is not None else None
         detail = f"fault injected through /_sandbox/faults: {spec.status}"
         response = JSONResponse({"error": "sandbox_fault", "detail": detail}, spec.status, headers)
         await response(scope, receive, send)
+
+
+def _held(send: Send, delay_s: float) -> Send:
+    """``send`` that waits ``delay_s`` before the response starts."""
+
+    async def held_send(message: Any) -> None:
+        if message.get("type") == "http.response.start":
+            await asyncio.sleep(delay_s)
+        await send(message)
+
+    return held_send
 
 
 class WebhookAnnouncer:

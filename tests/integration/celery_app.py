@@ -18,7 +18,10 @@ from tracing import instrument_celery, trace_span
 from workers.config import celery_config
 
 app = Celery("tests_app")
-app.conf.update(celery_config())
+# Workers get REDIS_URL from the test; the test process itself only has TEST_REDIS_URL, and must publish
+# to the same database its workers consume.
+_REDIS_URL = os.environ.get("REDIS_URL") or os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+app.conf.update(celery_config({**os.environ, "REDIS_URL": _REDIS_URL}))
 instrument_celery(app)
 
 log = structlog.get_logger("tests.tasks")
@@ -101,5 +104,5 @@ def incr(key: str) -> None:
     if _counter is None:
         import redis  # noqa: PLC0415
 
-        _counter = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        _counter = redis.Redis.from_url(_REDIS_URL)
     _counter.incr(key)

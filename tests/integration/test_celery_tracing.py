@@ -14,7 +14,7 @@ from celery import Celery, chain, chord, group
 from opentelemetry import baggage, context
 
 from tests.integration import celery_app as tasks
-from tests.integration.conftest import Worker, port_open, start_worker, wait_ready
+from tests.integration.conftest import REDIS_URL, Worker, port_open, start_worker, wait_ready
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tracing import instrument_celery, trace_span
 from workers.config import celery_config
@@ -335,7 +335,7 @@ class TestRabbitMQ:
             pytest.skip("no RabbitMQ answers on 127.0.0.1:5672")
         broker = "amqp://guest:guest@127.0.0.1:5672//"
         rabbit_app = Celery("rabbit_producer")
-        rabbit_app.conf.update(celery_config({"CELERY_BROKER_URL": broker}))
+        rabbit_app.conf.update(celery_config({"CELERY_BROKER_URL": broker, "REDIS_URL": REDIS_URL}))
         instrument_celery(rabbit_app)
         rabbit = start_worker(receiver, tmp_path, CELERY_BROKER_URL=broker)
         try:

@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracing import (
@@ -21,6 +24,7 @@ from tracing import (
     configure_tracing,
     flush_tracing,
     iter_otlp_json_spans,
+    shutdown_tracing,
     trace_span,
 )
 from tracing.processors import CountingBatchSpanProcessor
@@ -183,3 +187,58 @@ class TestDroppedSpans:
         assert f"{reported} span(s) dropped" in caplog.text
         exporter.release.set()
         provider.shutdown()
+
+
+class _StuckExporter(SpanExporter):
+    """An exporter whose export hangs until released, as one to a black-holed endpoint does."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.release.wait(30)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+class TestBoundedFlush:
+    """flush_tracing and shutdown_tracing give up about a second after an export sticks, whatever the
+    timeout (the SDK's force_flush ignores its own)."""
+
+    def test_flush_gives_up_on_a_stuck_export(self, settings: TracingSettings) -> None:
+        """A hanging export: flush_tracing(5.0) returns False after ~1 s, not 5 s or 30 s."""
+        stuck = _StuckExporter()
+        configure_tracing(settings, exporter=stuck)
+        try:
+            with trace_span("first"):
+                pass
+            started = time.monotonic()
+            assert not flush_tracing(timeout_s=5.0)
+            assert time.monotonic() - started < 2.5
+        finally:
+            stuck.release.set()
+
+    def test_shutdown_gives_up_on_a_stuck_export(self, settings: TracingSettings) -> None:
+        """The same at shutdown: the process is held about a second."""
+        stuck = _StuckExporter()
+        configure_tracing(settings, exporter=stuck)
+        try:
+            with trace_span("first"):
+                pass
+            started = time.monotonic()
+            shutdown_tracing(timeout_s=5.0)
+            assert time.monotonic() - started < 2.5
+        finally:
+            stuck.release.set()
+
+    def test_healthy_flush_exports_everything(self, settings: TracingSettings) -> None:
+        """A working exporter: everything is exported and flush_tracing returns True."""
+        exporter = InMemorySpanExporter()
+        configure_tracing(settings, exporter=exporter)
+        for index in range(300):
+            with trace_span(f"span-{index}"):
+                pass
+        assert flush_tracing(timeout_s=5.0)
+        assert 300 == len(exporter.get_finished_spans())
