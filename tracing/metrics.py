@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Counter, ExemplarReservoir, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.util.types import Attributes
 
 from tracing.settings import TracingSettings, load_settings
 
@@ -47,6 +49,8 @@ __all__ = [
 
 _log = logging.getLogger("tracing.metrics")
 _lock = threading.RLock()
+# Cached, and renewed after a fork: os.getpid() is a system call, and recording checks it every time.
+_pid = os.getpid()
 
 Kind = Literal["counter", "histogram"]
 
@@ -147,6 +151,23 @@ _state: _State | None = None
 _disabled = False
 
 
+class _NoExemplars(ExemplarReservoir):
+    """Counters' exemplars are never exported; the SDK's default reservoir would cost ~4 µs per add."""
+
+    def offer(self, value: float, time_unix_nano: int, attributes: Attributes, context: Context) -> None:
+        """Keep nothing."""
+
+    def collect(self, point_attributes: Attributes) -> list[Any]:
+        """Nothing kept."""
+        return []
+
+
+_VIEWS: Final = (
+    View(instrument_type=Counter, exemplar_reservoir_factory=lambda _: lambda **__: _NoExemplars()),
+    View(instrument_type=Histogram),
+)
+
+
 def configure_metrics(settings: TracingSettings | None = None) -> bool:
     """Set up this process's meter provider; idempotent in a process, fresh in a forked child.
 
@@ -158,7 +179,7 @@ def configure_metrics(settings: TracingSettings | None = None) -> bool:
     """
     global _state, _disabled  # one provider per process is the point of this module
     with _lock:
-        if _state is not None and _state.pid == os.getpid():
+        if _state is not None and _state.pid == _pid:
             return True
         previous = _state.settings if _state is not None else None
         chosen = settings or previous or load_settings()
@@ -169,8 +190,10 @@ def configure_metrics(settings: TracingSettings | None = None) -> bool:
         resource = Resource.create(
             {"service.name": chosen.service_name, "service.version": chosen.service_version}
         )
-        provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
-        _state, _disabled = _State(os.getpid(), chosen, provider, reader), False
+        provider = MeterProvider(
+            metric_readers=[reader], resource=resource, views=_VIEWS, shutdown_on_exit=False
+        )
+        _state, _disabled = _State(_pid, chosen, provider, reader), False
         return True
 
 
@@ -188,7 +211,7 @@ def reset_metrics() -> None:
 
 def _instrument(spec: MetricSpec) -> Any:
     state = _state
-    if state is None or state.pid != os.getpid():
+    if state is None or state.pid != _pid:
         # Not configured (a library user who did not ask for metrics), or forked since: in a child,
         # start from zero so the parent's counts are not reported twice.
         if state is None or _disabled or not configure_metrics():
@@ -252,11 +275,22 @@ def observe(
         _log.warning("tracehook: could not record metric %s", spec.name, exc_info=True)
 
 
+def _reinit_after_fork() -> None:
+    # A fork while another thread (the worker's scrape thread) held the lock would leave the child's
+    # copy locked forever.
+    global _lock, _pid  # noqa: PLW0603
+    _lock = threading.RLock()
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
 def collect_metrics() -> tuple[MetricsData | None, dict[Any, Any]]:
     """What this process has recorded so far (cumulative; None when metrics are not set up here), and a
     dict that lives as long as this process's provider, for the caller's memory of exemplars."""
     state = _state
-    if state is None or state.pid != os.getpid():
+    if state is None or state.pid != _pid:
         return None, {}
     with _lock:
         return state.reader.get_metrics_data(), state.exemplars

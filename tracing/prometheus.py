@@ -50,6 +50,15 @@ _log = logging.getLogger("tracing.metrics")
 _lock = threading.Lock()
 
 
+def _reinit_after_fork() -> None:
+    # As in tracing.metrics: a lock held by the parent's scrape thread at fork time would never be released.
+    global _lock  # noqa: PLW0603
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
 def _series_key(labels: dict[str, str]) -> str:
     return json.dumps(labels, sort_keys=True)
 

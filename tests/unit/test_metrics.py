@@ -245,6 +245,50 @@ class TestForkedChildren:
             ]
         )
 
+    def test_fork_while_another_thread_holds_the_locks(
+        self, metrics: TracingSettings, tmp_path: Path
+    ) -> None:
+        """A fork during a scrape (another thread inside the metrics locks) leaves the child able to record."""
+        import signal  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+        import time  # noqa: PLC0415
+
+        import tracing.metrics  # noqa: PLC0415
+        import tracing.prometheus  # noqa: PLC0415
+
+        held, release = threading.Event(), threading.Event()
+
+        def scrape_in_progress() -> None:
+            with tracing.metrics._lock, tracing.prometheus._lock:
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=scrape_in_progress)
+        holder.start()
+        assert held.wait(10)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                code = 1
+                try:
+                    count(TASKS, 5, {"task": "t", "status": "succeeded"})
+                    SnapshotWriter(tmp_path, interval_s=60).write()
+                    code = 0
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 20
+            while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if done[0] == 0:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the child hung on a lock held by its parent's other thread")
+            assert 0 == os.waitstatus_to_exitcode(done[1])
+        finally:
+            release.set()
+            holder.join()
+        assert 5 == exposition(directory=tmp_path).value("tracehook_tasks_total", task="t")
+
 
 class TestLabels:
     """Label values come from small known sets, whatever a sender writes."""
