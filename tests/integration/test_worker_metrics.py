@@ -6,6 +6,7 @@ Workers run ``tests.integration.celery_app`` (a user's app with ``instrument_cel
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_port
 from tests.integration.conftest import Worker, start_worker, wait_ready
 from tests.metrics_scrape import Scrape, scrape, wait_for_scrape, wait_for_values
 from tests.otlp_receiver import OtlpReceiver
@@ -30,6 +30,12 @@ def celery_producer() -> Any:
     from tests.integration.celery_app import app  # noqa: PLC0415
 
     return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def metrics_url(port: int) -> str:
