@@ -1,10 +1,10 @@
 """Metrics: OpenTelemetry instruments, one meter provider per process, recording that never fails.
 
 Instruments are declared once as :class:`MetricSpec` (their Prometheus name, kind, unit, labels, buckets)
-and created lazily from this process's ``MeterProvider``. The provider has a pull reader:
-:mod:`tracing.prometheus` reads it when ``/metrics`` is scraped (a single-process server such as the
-intake) or writes what it reads to a file that the Celery worker's main process merges with its other
-pool children's files (prefork). A forked child never reports its parent's counts: the first record
+and created lazily from this process's ``MeterProvider``. The provider has a pull reader, read when
+``/metrics`` is scraped (:mod:`tracing.prometheus`, for a single-process server such as the intake) or
+written to a snapshot file that the Celery worker's main process sums with its other pool children's
+(:mod:`tracing.snapshots`, prefork). A forked child never reports its parent's counts: the first record
 after a fork builds a fresh provider.
 
 Recording (:func:`count`, :func:`observe`) catches and logs its own failures: a metric never fails the
@@ -143,7 +143,7 @@ class _State:
     provider: MeterProvider
     reader: InMemoryMetricReader
     instruments: dict[str, Any] = field(default_factory=dict)
-    # The SDK hands each exemplar out once per collection; tracing.prometheus keeps the last one per bucket.
+    # The SDK hands each exemplar out once per collection; tracing.snapshots keeps the last one per bucket.
     exemplars: dict[Any, Any] = field(default_factory=dict)
 
 

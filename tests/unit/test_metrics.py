@@ -25,15 +25,9 @@ from tracing.metrics import (
     metrics_enabled,
     observe,
 )
-from tracing.prometheus import (
-    SnapshotWriter,
-    merge_snapshots,
-    metrics_registry,
-    process_snapshot,
-    read_snapshots,
-    render,
-)
+from tracing.prometheus import metrics_registry, render
 from tracing.settings import SettingsError, load_settings
+from tracing.snapshots import RETIRED, SnapshotDirectory, SnapshotWriter, merge_snapshots, process_snapshot
 from workflows.metrics import currency_label, event_type_label, outcome_of, priority_label
 
 
@@ -209,9 +203,12 @@ class TestMerge:
 
     def test_unreadable_file_is_skipped(self, tmp_path: Path) -> None:
         """A torn or foreign file in the directory does not stop the scrape."""
-        (tmp_path / "1.json").write_text(json.dumps({"h": self.histogram([1, 1])}))
-        (tmp_path / "2.json").write_text("{not json")
-        assert 1 == len(list(read_snapshots(tmp_path)))
+        alive = os.getpid()
+        (tmp_path / f"{alive}-a.json").write_text(json.dumps({"h": self.histogram([1, 1])}))
+        (tmp_path / f"{alive}-b.json").write_text("{not json")
+        assert [[1, 1]] == [
+            s["h"]["series"]["k"]["counts"] for s in SnapshotDirectory(tmp_path).snapshots() if s
+        ]
 
 
 class TestForkedChildren:
@@ -236,8 +233,12 @@ class TestForkedChildren:
         for pid in pids:
             _, status = os.waitpid(pid, 0)
             assert 0 == os.waitstatus_to_exitcode(status)
-        assert {f"{pid}.json" for pid in pids} == {path.name for path in tmp_path.iterdir()}
-        assert 31 == exposition(directory=tmp_path).value("tracehook_tasks_total", task="t")
+        assert sorted(pids) == sorted(int(path.name.split("-")[0]) for path in tmp_path.iterdir())
+        for _ in range(2):
+            assert 31 == exposition(directory=tmp_path).value("tracehook_tasks_total", task="t")
+        assert [RETIRED] == [path.name for path in tmp_path.iterdir()], (
+            "the exited children's files are folded"
+        )
         assert (
             1
             == process_snapshot()["tracehook_tasks"]["series"]['{"status": "succeeded", "task": "t"}'][
@@ -254,12 +255,12 @@ class TestForkedChildren:
         import time  # noqa: PLC0415
 
         import tracing.metrics  # noqa: PLC0415
-        import tracing.prometheus  # noqa: PLC0415
+        import tracing.snapshots  # noqa: PLC0415
 
         held, release = threading.Event(), threading.Event()
 
         def scrape_in_progress() -> None:
-            with tracing.metrics._lock, tracing.prometheus._lock:
+            with tracing.metrics._lock, tracing.snapshots._lock:
                 held.set()
                 release.wait(30)
 
@@ -288,6 +289,52 @@ class TestForkedChildren:
             release.set()
             holder.join()
         assert 5 == exposition(directory=tmp_path).value("tracehook_tasks_total", task="t")
+
+
+def dead_pid() -> int:
+    """The pid of a child that has exited and been reaped."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def counter(value: float) -> dict[str, Any]:
+    return {"c": {"kind": "counter", "description": "d", "series": {"k": {"labels": {}, "value": value}}}}
+
+
+def total(directory: Path) -> float:
+    return float(
+        merge_snapshots(SnapshotDirectory(directory).snapshots()).get("c", counter(0)["c"])["series"]["k"][
+            "value"
+        ]
+    )
+
+
+class TestSnapshotDirectory:
+    """Exited children are folded into one retired sum, once, even across a crash; living ones are read."""
+
+    def test_exited_children_folded_living_ones_kept(self, tmp_path: Path) -> None:
+        """The dead child's file goes into retired.state; the living one's stays; the sum never changes."""
+        (tmp_path / f"{dead_pid()}-a.json").write_text(json.dumps(counter(5)))
+        living = tmp_path / f"{os.getpid()}-b.json"
+        living.write_text(json.dumps(counter(7)))
+        directory = SnapshotDirectory(tmp_path)
+        for _ in range(2):
+            directory.compact()
+            assert 12 == total(tmp_path)
+        assert sorted([RETIRED, living.name]) == sorted(path.name for path in tmp_path.iterdir())
+
+    def test_crash_between_fold_and_removal(self, tmp_path: Path) -> None:
+        """retired.state already holds a file that is still there: it is counted once, then removed."""
+        name = f"{dead_pid()}-a.json"
+        (tmp_path / name).write_text(json.dumps(counter(5)))
+        (tmp_path / RETIRED).write_text(json.dumps({"folded": [name], "snapshot": counter(5)}))
+        assert 5 == total(tmp_path)
+        SnapshotDirectory(tmp_path).compact()
+        assert [RETIRED] == [path.name for path in tmp_path.iterdir()]
+        assert 5 == total(tmp_path)
 
 
 class TestLabels:
