@@ -123,11 +123,10 @@ class CeleryMetrics:
         """worker_init (main process, before the pool forks): the snapshot directory and the endpoint."""
         try:
             settings = self._settings()
-            if not configure_metrics(settings):
-                return
+            if not configure_metrics(settings) or not settings.worker_metrics_port:
+                return  # no endpoint, so no snapshots for it to read
             self.directory = Path(tempfile.mkdtemp(prefix="tracehook-metrics-"))
-            if settings.worker_metrics_port:
-                self._serve(settings.worker_metrics_port)
+            self._serve(settings.worker_metrics_port)
         except Exception:
             _log.warning("tracehook: could not set up the worker's metrics", exc_info=True)
 
@@ -148,6 +147,9 @@ class CeleryMetrics:
                 port,
                 exc,
             )
+            if self.directory is not None:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                self.directory = None  # the children then write no snapshots nobody would read
             return
         _log.info("tracehook: metrics on http://0.0.0.0:%s/metrics", port)
 

@@ -565,16 +565,12 @@ def _eta_seconds(eta: Any) -> float | None:
 
 def _connect_metrics(inst: CeleryInstrumentation, signals: Any, *, configure_worker: bool) -> None:
     # After the tracing handlers: task_prerun then finds the run span current, for the exemplars.
-    from tracing.celery_metrics import CeleryMetrics  # noqa: PLC0415
-
-    task_metrics = CeleryMetrics(ours=inst._ours, settings=inst.settings, default_queue=inst._default_queue)
-    inst.metrics = task_metrics
+    task_metrics = inst.metrics
     inst.connect(signals.task_prerun, task_metrics.on_prerun)
     inst.connect(signals.task_postrun, task_metrics.on_postrun)
     if configure_worker:
         inst.connect(signals.worker_init, task_metrics.on_worker_init)
         inst.connect(signals.worker_process_init, task_metrics.on_process_init)
-        inst.connect(signals.worker_process_shutdown, task_metrics.on_process_shutdown)
         inst.connect(signals.worker_shutdown, task_metrics.on_worker_shutdown)
 
 
@@ -639,6 +635,14 @@ def instrument_celery(
     inst.connect(signals.task_rejected, inst.on_rejected)
     inst.connect(signals.task_unknown, inst.on_rejected)
     inst.connect(signals.task_received, inst.on_received)
+    if metrics:
+        from tracing.celery_metrics import CeleryMetrics  # noqa: PLC0415
+
+        inst.metrics = CeleryMetrics(ours=inst._ours, settings=settings, default_queue=inst._default_queue)
+        if configure_worker:
+            # Before the span flush, which may wait flush_timeout_s for an unreachable endpoint: a child's
+            # last metrics snapshot must not wait behind it.
+            inst.connect(signals.worker_process_shutdown, inst.metrics.on_process_shutdown)
     inst.connect(signals.worker_process_shutdown, inst.on_process_shutdown)
     inst.connect(signals.worker_shutdown, inst.on_process_shutdown)
     if configure_worker:
