@@ -151,7 +151,11 @@ class CeleryMetrics:
                 shutil.rmtree(self.directory, ignore_errors=True)
                 self.directory = None  # the children then write no snapshots nobody would read
             return
-        _log.info("tracehook: metrics on http://0.0.0.0:%s/metrics", port)
+        _log.info(
+            "tracehook: metrics on http://0.0.0.0:%s/metrics (pool children's snapshots in %s)",
+            port,
+            self.directory,
+        )
 
     def on_process_init(self, **_: Any) -> None:
         """worker_process_init (pool child): a fresh meter provider, its snapshot written to the directory."""

@@ -6,6 +6,7 @@ Workers run ``tests.integration.celery_app`` (a user's app with ``instrument_cel
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from tests.integration.conftest import Worker, start_worker, wait_ready
 from tests.metrics_scrape import Scrape, scrape, wait_for_scrape, wait_for_values
 from tests.otlp_receiver import OtlpReceiver
+from tracing.snapshots import RETIRED
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 60
@@ -141,7 +143,8 @@ class TestChildrenThatExit:
     def test_counts_survive_the_child(
         self, receiver: OtlpReceiver, tmp_path: Path, celery_producer: Any
     ) -> None:
-        """Five tasks, five children: the scrape says 5 (plus the readiness task), not what the living ones ran."""
+        """Five tasks, five children: the scrape says 5, not what the living ones ran; the files of the
+        exited ones are folded into one, and the directory goes with the worker."""
         port = free_port()
         worker = start_worker(
             receiver,
@@ -162,8 +165,16 @@ class TestChildrenThatExit:
                 description="5 pid tasks",
             )
             assert 5 == succeeded(scraped, "pid")
+            found = re.search(r"snapshots in (\S+)\)", worker.log)
+            assert found is not None, "the worker logs its snapshot directory"
+            directory = Path(found.group(1))
+            names = [path.name for path in directory.iterdir()]
+            assert RETIRED in names, "exited children were folded into the retired sum"
+            assert len([name for name in names if name.endswith(".json")]) <= 3, names
+            assert 5 == succeeded(scrape(metrics_url(port)), "pid"), "folding counts nothing twice"
         finally:
             worker.stop()
+        assert not directory.exists(), "the worker removes its directory when it stops"
 
 
 class TestEndpointSettings:
