@@ -56,6 +56,7 @@ RUN --mount=type=bind,from=builder,source=/wheels/app,target=/tmp/wheels/app \
 
 USER 10001:10001
 
-EXPOSE 8000 8081
+# 8000 intake, 8081 sandbox, 9464 a worker's metrics (WORKER_METRICS_PORT)
+EXPOSE 8000 8081 9464
 
 CMD ["tracehook", "intake", "--host", "0.0.0.0", "--port", "8000"]

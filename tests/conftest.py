@@ -15,17 +15,20 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracing import TracingSettings, configure_logging, configure_tracing, reset_tracing
+from tracing.metrics import reset_metrics
 
 pytest_plugins = ["celery.contrib.pytest"]
 
 
 @pytest.fixture(autouse=True)
 def _clean_globals() -> Iterator[None]:
-    """Every test starts with no tracer provider, no structlog context and default logging."""
+    """Every test starts with no tracer or meter provider, no structlog context and default logging."""
     reset_tracing()
+    reset_metrics()
     structlog.contextvars.clear_contextvars()
     yield
     reset_tracing()
+    reset_metrics()
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
     root = logging.getLogger()

@@ -1,6 +1,7 @@
 """tracehook's tracing library: domain-free OpenTelemetry + structlog helpers.
 
-Set up once per process with :func:`configure_tracing` and :func:`configure_logging`; then use
+Set up once per process with :func:`configure_tracing` and :func:`configure_logging` (and
+:func:`configure_metrics` for metrics, served with :func:`metrics_registry`); then use
 :class:`trace_span`, :func:`traced`, :func:`trace_batch`, :func:`record_error`, and the propagation helpers.
 GUIDE.md's names (``get_tracer``, ``trace_async_operation``, ...) are here too.
 """
@@ -28,7 +29,9 @@ from tracing.guide import (
 )
 from tracing.instrumentation import instrument_libraries
 from tracing.logs import add_trace_context, configure_logging, get_logger
+from tracing.metrics import MetricSpec, configure_metrics
 from tracing.processors import TracehookSpanProcessor
+from tracing.prometheus import metrics_registry
 from tracing.propagation import extract_context, inject_headers
 from tracing.sampling import RuleBasedSampler, Sampler, build_sampler
 from tracing.scrubbing import REDACTED, scrub_mapping, scrub_text, scrub_value
@@ -45,6 +48,7 @@ __all__ = [
     "Decision",
     "EntityOperationTracing",
     "GuideTracer",
+    "MetricSpec",
     "OperationBasedSampler",
     "OtlpJsonFileExporter",
     "PerformanceProfiler",
@@ -60,6 +64,7 @@ __all__ = [
     "add_trace_context",
     "build_sampler",
     "configure_logging",
+    "configure_metrics",
     "configure_tracing",
     "correlate_with_logs",
     "extract_context",
@@ -72,6 +77,7 @@ __all__ = [
     "instrument_libraries",
     "iter_otlp_json_spans",
     "load_settings",
+    "metrics_registry",
     "record_error",
     "reset_tracing",
     "scrub_mapping",

@@ -6,6 +6,8 @@ Layout (DESIGN.md step 5)::
       batch.<name>.chunk         batch.chunk_index, batch.chunk_size, batch.chunk_failed
         exception event          per failed item, with batch.item_index
 
+and ``tracehook_batch_items_total{operation=<name>, outcome=succeeded|failed}`` counts the items.
+
 One bad item never stops the others; the caller gets every result and every error back.
 """
 
@@ -20,6 +22,7 @@ from typing import Any, Generic, NamedTuple, TypeVar, overload
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
+from tracing.metrics import BATCH_ITEMS, count
 from tracing.spans import flatten_attributes, trace_span
 
 __all__ = ["BatchItemError", "BatchResult", "trace_batch"]
@@ -73,7 +76,11 @@ def _open(
     return trace_span(f"batch.{name}", attributes=attrs, tracer=tracer)
 
 
-def _close(span: Span, failed: int, total: int) -> None:
+def _close(name: str, span: Span, failed: int, total: int) -> None:
+    if total - failed:
+        count(BATCH_ITEMS, total - failed, {"operation": name, "outcome": "succeeded"})
+    if failed:
+        count(BATCH_ITEMS, failed, {"operation": name, "outcome": "failed"})
     span.set_attribute("batch.items_failed", failed)
     span.set_attribute("batch.items_succeeded", total - failed)
     if failed:
@@ -114,7 +121,7 @@ def _trace_batch_sync(
                         errors.append(BatchItemError(index, items[index], exc))
                         _item_failed(chunk_span, index, exc)
                 chunk_span.set_attribute("batch.chunk_failed", failed)
-        _close(batch_span, len(errors), len(items))
+        _close(name, batch_span, len(errors), len(items))
     return BatchResult(results, errors)
 
 
@@ -154,7 +161,7 @@ async def _trace_batch_async(
                         errors.append(BatchItemError(index, items[index], exc))
                         _item_failed(chunk_span, index, exc)
                 chunk_span.set_attribute("batch.chunk_failed", failed)
-        _close(batch_span, len(errors), len(items))
+        _close(name, batch_span, len(errors), len(items))
     return BatchResult(results, errors)
 
 

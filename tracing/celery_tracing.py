@@ -74,6 +74,7 @@ class CeleryInstrumentation:
     _received: OrderedDict[str, tuple[str, dict[str, Any]]] = field(default_factory=OrderedDict)
     _provider: Any = None
     _cached_tracer: Tracer | None = None
+    metrics: Any = None
 
     def _tracer(self) -> Tracer:
         # Follow the global provider (it may be set up after instrument_celery) without the cost of
@@ -562,6 +563,17 @@ def _eta_seconds(eta: Any) -> float | None:
         return None
 
 
+def _connect_metrics(inst: CeleryInstrumentation, signals: Any, *, configure_worker: bool) -> None:
+    # After the tracing handlers: task_prerun then finds the run span current, for the exemplars.
+    task_metrics = inst.metrics
+    inst.connect(signals.task_prerun, task_metrics.on_prerun)
+    inst.connect(signals.task_postrun, task_metrics.on_postrun)
+    if configure_worker:
+        inst.connect(signals.worker_init, task_metrics.on_worker_init)
+        inst.connect(signals.worker_process_init, task_metrics.on_process_init)
+        inst.connect(signals.worker_shutdown, task_metrics.on_worker_shutdown)
+
+
 def instrument_celery(
     app: Any,
     *,
@@ -572,6 +584,7 @@ def instrument_celery(
     log_context: LogContext | None = None,
     flush_timeout_s: float = 5.0,
     task_log_lines: bool = False,
+    metrics: bool = True,
 ) -> CeleryInstrumentation:
     """Trace a Celery app: publish and run spans, per-process set-up and flush, task log context.
 
@@ -590,6 +603,8 @@ def instrument_celery(
         flush_timeout_s: the most a process waits at exit for its spans to be exported.
         task_log_lines: keep Celery's own per-task INFO lines ("Task ... received", "... succeeded"),
             which the run span already records; off by default, as in a stock ``celery worker``.
+        metrics: record task metrics and, with ``configure_worker``, serve the worker's ``/metrics``
+            (``WORKER_METRICS_PORT``; ``METRICS_ENABLED=false`` turns it off); see ``tracing.celery_metrics``.
 
     Returns:
         The instrumentation; ``.uninstrument()`` undoes it.
@@ -620,6 +635,14 @@ def instrument_celery(
     inst.connect(signals.task_rejected, inst.on_rejected)
     inst.connect(signals.task_unknown, inst.on_rejected)
     inst.connect(signals.task_received, inst.on_received)
+    if metrics:
+        from tracing.celery_metrics import CeleryMetrics  # noqa: PLC0415
+
+        inst.metrics = CeleryMetrics(ours=inst._ours, settings=settings, default_queue=inst._default_queue)
+        if configure_worker:
+            # Before the span flush, which may wait flush_timeout_s for an unreachable endpoint: a child's
+            # last metrics snapshot must not wait behind it.
+            inst.connect(signals.worker_process_shutdown, inst.metrics.on_process_shutdown)
     inst.connect(signals.worker_process_shutdown, inst.on_process_shutdown)
     inst.connect(signals.worker_shutdown, inst.on_process_shutdown)
     if configure_worker:
@@ -627,5 +650,7 @@ def instrument_celery(
         inst.connect(signals.worker_init, inst.on_process_init)
         inst.connect(signals.worker_process_init, inst.on_process_init)
         inst.connect(signals.setup_logging, inst.on_setup_logging)
+    if metrics:
+        _connect_metrics(inst, signals, configure_worker=configure_worker)
     setattr(app, _INSTRUMENTED_FLAG, inst)
     return inst

@@ -75,6 +75,9 @@ class TracingSettings:
     export_batch_size: int = 64
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+    metrics_enabled: bool = True
+    # 9464 is the port OpenTelemetry's Prometheus exporters default to.
+    worker_metrics_port: int = 9464
 
     def __post_init__(self) -> None:
         for name, rate in (
@@ -90,6 +93,10 @@ class TracingSettings:
             raise SettingsError(msg)
         if self.slow_threshold_ms < 0:
             msg = f"TRACE_SLOW_THRESHOLD_MS={self.slow_threshold_ms!r} must be zero or more"
+            raise SettingsError(msg)
+        if not 0 <= self.worker_metrics_port <= 65535:
+            port = self.worker_metrics_port
+            msg = f"WORKER_METRICS_PORT={port!r} is not a port: use 1 to 65535, or 0 for none"
             raise SettingsError(msg)
         if self.log_level not in _LOG_LEVELS:
             msg = f"LOG_LEVEL={self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}"
@@ -240,4 +247,6 @@ def load_settings(
         export_batch_size=env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 64, minimum=1),
         log_format=log_format,  # type: ignore[arg-type]  # checked just above
         log_level=(env.get("LOG_LEVEL") or "INFO").strip().upper(),
+        metrics_enabled=env_bool(env, "METRICS_ENABLED", default=True),
+        worker_metrics_port=env_int(env, "WORKER_METRICS_PORT", 9464, minimum=0),
     )

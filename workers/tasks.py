@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from opentelemetry import trace
 
+from tracing.celery_metrics import set_task_status
 from workers.celery_app import app
 from workflows.dlq import DeadLetters
 from workflows.engine import run_workflow
@@ -89,4 +90,5 @@ def _dead_letter(store: Any, event: dict[str, Any], exc: BaseException, request:
         attempts=int(request.retries or 0) + 1,
         task_id=str(request.id),
     )
+    set_task_status(str(request.id), "dead_lettered")
     log.error("workflow.dead_lettered", dlq_id=entry.id, error=str(exc), attempts=entry.attempts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date
 from decimal import Decimal
 from typing import Any, Final
@@ -18,6 +19,16 @@ import structlog
 from opentelemetry.trace import Span, Status, StatusCode
 
 from tracing import trace_batch, trace_span
+from tracing.metrics import count, observe
+from workflows.metrics import (
+    PAYMENTS_AMOUNT,
+    WORK_ORDERS,
+    WORKFLOW_DURATION,
+    WORKFLOW_STEP_DURATION,
+    currency_label,
+    event_type_label,
+    priority_label,
+)
 from workflows.rentvine import RentVineClient, RentVineError
 
 __all__ = ["WORK_ORDER_STATUSES", "WorkflowError", "run_workflow"]
@@ -26,6 +37,7 @@ WORK_ORDER_STATUSES: Final = frozenset({"open", "scheduled", "in_progress", "com
 BATCH_SIZE: Final = 10
 
 log = structlog.get_logger("workflows.engine")
+_workflow: ContextVar[str] = ContextVar("tracehook_workflow", default="unknown")
 
 _ENTITY_ATTRIBUTES: Final = ("work_order_id", "property_id", "lease_id", "tenant_id", "payment_id", "unit_id")
 
@@ -38,8 +50,16 @@ class WorkflowError(ValueError):
 def step(name: str, **entities: Any) -> Iterator[Span]:
     """A ``workflow.step.<name>`` span with the entity ids as ``rentvine.*`` attributes."""
     attributes = {f"rentvine.{key}": str(value) for key, value in entities.items() if value is not None}
+    started = time.perf_counter()
     with trace_span(f"workflow.step.{name}", attributes=attributes) as span:
-        yield span
+        try:
+            yield span
+        finally:
+            observe(
+                WORKFLOW_STEP_DURATION,
+                time.perf_counter() - started,
+                {"workflow": _workflow.get(), "step": name},
+            )
 
 
 def _ids(data: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +129,7 @@ class _Run:
             span.set_attribute("rentvine.vendor_id", str(assigned.get("vendor_id", "")))
         manager = str(prop.get("manager_email") or prop.get("manager") or "property-manager")
         self.notify("work_order_created", manager, f"Work order {wo_id} ({self.data.get('priority')})")
+        count(WORK_ORDERS, 1, {"priority": priority_label(self.data.get("priority"))})
 
     def work_order_changed(self) -> None:
         wo_id = self.data["work_order_id"]
@@ -241,6 +262,15 @@ class _Run:
             self.notify("dunning_notice", tenant, f"Payment {pay_id} failed")
         else:
             self.notify("receipt", tenant, f"Receipt for payment {pay_id}")
+        # Counted once the whole workflow went through, so a retried attempt does not count it twice.
+        count(
+            PAYMENTS_AMOUNT,
+            float(_amount(self.data.get("amount"))),
+            {
+                "currency": currency_label(self.data.get("currency")),
+                "outcome": "failed" if failed else "received",
+            },
+        )
 
 
 _HANDLERS: Final[dict[str, Callable[[_Run], None]]] = {
@@ -282,12 +312,17 @@ def run_workflow(
         "rentvine.event_type": event_type,
     }
     started = time.perf_counter()
+    label = event_type_label(event_type)
+    token = _workflow.set(label)
     with trace_span(f"workflow.{event_type}", attributes=attributes) as span:
         log.info("workflow.started", event_id=event_id, event_type=event_type, priority=priority)
         try:
             handler(_Run(event, client))
         except Exception as exc:
-            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            elapsed = time.perf_counter() - started
+            observe(WORKFLOW_DURATION, elapsed, {"workflow": label, "status": "failed"})
+            _workflow.reset(token)
+            duration_ms = round(elapsed * 1000, 3)
             span.set_attribute("workflow.status", "failed")
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             log.exception(
@@ -299,7 +334,10 @@ def run_workflow(
                 error_type=type(exc).__name__,
             )
             raise
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        elapsed = time.perf_counter() - started
+        observe(WORKFLOW_DURATION, elapsed, {"workflow": label, "status": "completed"})
+        _workflow.reset(token)
+        duration_ms = round(elapsed * 1000, 3)
         span.set_attribute("workflow.status", "completed")
         log.info("workflow.completed", event_id=event_id, event_type=event_type, duration_ms=duration_ms)
     return {"status": "completed", "event_id": event_id, "event_type": event_type, "duration_ms": duration_ms}

@@ -143,6 +143,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SANDBOX_DB": str(tmp / "sandbox.sqlite3"),
         "SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{intake_port}/webhooks/rentvine",
         "LOG_LEVEL": "INFO",
+        # No worker metrics endpoint here (tests/e2e/test_metrics.py starts a worker with one).
+        "WORKER_METRICS_PORT": "0",
     }
     logs: dict[str, Path] = {}
     result = Stack(

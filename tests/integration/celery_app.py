@@ -106,3 +106,22 @@ def incr(key: str) -> None:
 
         _counter = redis.Redis.from_url(_REDIS_URL)
     _counter.incr(key)
+
+
+@app.task
+def rendezvous(key: str, parties: int, timeout_s: float = 30.0) -> int:
+    """Wait until ``parties`` tasks reached this point (a Redis counter), then return this process's pid.
+
+    With as many parties as pool children, each child must run one: none can take a second while all wait.
+    """
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    client.incr(key)
+    client.expire(key, 300)
+    deadline = time.monotonic() + timeout_s
+    while int(client.get(key) or 0) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {client.get(key)!r} of {parties} parties arrived")
+        time.sleep(0.01)
+    return os.getpid()

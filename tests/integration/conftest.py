@@ -87,6 +87,8 @@ def worker_env(receiver: OtlpReceiver, queue: str, **extra: str) -> dict[str, st
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "LOG_LEVEL": "INFO",
+        # No metrics endpoint unless a test asks for one: many workers run here at once.
+        "WORKER_METRICS_PORT": "0",
     }
     env.update(extra)
     return env

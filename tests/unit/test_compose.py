@@ -446,3 +446,78 @@ class TestJaegerConfigs:
         assert 10 == policies["probabilistic"]["probabilistic"]["sampling_percentage"]
         names = [policy["name"] for policy in tail["policies"]]
         assert len(set(names)) == len(names)
+
+
+PROMETHEUS_CONFIG = ROOT / "monitoring" / "prometheus.yml"
+ALERTS = ROOT / "monitoring" / "alerts.yml"
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path → host file, for the bind mounts of a service."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, destination = str(volume).split(":")[:2]
+        if source.startswith("./"):
+            found[destination] = (ROOT / source).resolve()
+    return found
+
+
+class TestPrometheusService:
+    """Prometheus only under the profile ``metrics``, pinned, healthchecked, on 127.0.0.1, with our files."""
+
+    def test_only_in_profile(self, services: dict[str, Any]) -> None:
+        """``prometheus`` exists only with ``--profile metrics``; its image is a pinned v3 release."""
+        prometheus = services["prometheus"]
+        assert ["metrics"] == prometheus["profiles"]
+        assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", prometheus["image"]), prometheus["image"]
+
+    def test_healthcheck(self, services: dict[str, Any]) -> None:
+        """wget (busybox image, no curl) on Prometheus's own /-/healthy."""
+        test = services["prometheus"]["healthcheck"]["test"]
+        assert ["CMD", "wget"] == test[:2]
+        assert "http://127.0.0.1:9090/-/healthy" in test
+        assert "curl" not in " ".join(test)
+
+    def test_port_on_loopback_only(self, services: dict[str, Any]) -> None:
+        """The UI on 127.0.0.1:9090 only; the worker's metrics port is not published (it stays scalable)."""
+        assert ["127.0.0.1:9090:9090"] == _published_ports(services["prometheus"])
+        assert not services["worker"].get("ports")
+
+    def test_mounts_our_config_and_rules(self, services: dict[str, Any]) -> None:
+        """--config.file is monitoring/prometheus.yml, and its rule file is monitoring/alerts.yml, both mounted."""
+        prometheus = services["prometheus"]
+        mounts = _mounts(prometheus)
+        flags = dict(arg.split("=", 1) for arg in prometheus["command"] if "=" in arg)
+        assert PROMETHEUS_CONFIG.resolve() == mounts[flags["--config.file"]]
+        (rule_file,) = _load(PROMETHEUS_CONFIG)["rule_files"]
+        assert ALERTS.resolve() == mounts[rule_file]
+        assert "exemplar-storage" == flags["--enable-feature"]
+
+    def test_waits_for_what_it_scrapes(self, services: dict[str, Any]) -> None:
+        """It starts once the intake and the workers are healthy."""
+        assert {"intake", "worker"} <= set(services["prometheus"]["depends_on"])
+
+    def test_scrape_targets_match_the_services(self, services: dict[str, Any]) -> None:
+        """The intake job scrapes the intake's port; the worker job finds every replica on WORKER_METRICS_PORT."""
+        from workflows.cli import build_parser  # noqa: PLC0415
+
+        jobs = {job["job_name"]: job for job in _load(PROMETHEUS_CONFIG)["scrape_configs"]}
+        intake_args = build_parser().parse_args(services["intake"]["command"][1:])
+        (static,) = jobs["tracehook-intake"]["static_configs"]
+        assert [f"intake:{intake_args.port}"] == static["targets"]
+        assert "/metrics" == jobs["tracehook-intake"]["metrics_path"]
+        (dns,) = jobs["tracehook-worker"]["dns_sd_configs"]
+        assert (["worker"], "A") == (dns["names"], dns["type"])
+        assert int(_environment(services["worker"])["WORKER_METRICS_PORT"]) == dns["port"]
+
+    def test_metrics_setting_loads(self, services: dict[str, Any]) -> None:
+        """METRICS_ENABLED resolves to true by default and the worker's port is read by the settings."""
+        from workflows.settings import load_app_settings  # noqa: PLC0415
+
+        secret = "whsec_" + base64.b64encode(b"\x02" * 32).decode()
+        env = {
+            key: _interpolate(value, {"WEBHOOK_SECRET": secret})
+            for key, value in _environment(services["worker"]).items()
+        }
+        settings = load_app_settings(env).tracing
+        assert (True, 9464) == (settings.metrics_enabled, settings.worker_metrics_port)

@@ -1,0 +1,190 @@
+"""Celery task metrics, and the worker's ``/metrics`` endpoint; ``instrument_celery`` wires both.
+
+Per task attempt: ``tracehook_tasks_total{task, status}``, ``tracehook_task_duration_seconds{task}`` and
+``tracehook_queue_wait_seconds{queue}``, recorded in the process that ran the task, with the run span as
+the histograms' exemplar. The worker's main process makes a directory of its own at ``worker_init``
+(before the pool forks) and serves ``/metrics`` on ``WORKER_METRICS_PORT`` from it; each pool child
+writes its snapshot there (:mod:`tracing.snapshots`), so every child's tasks reach the scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+
+from tracing.celery_tracing import ENQUEUED_AT_HEADER, _eta_seconds, _float, _request_headers
+from tracing.metrics import QUEUE_WAIT, TASK_DURATION, TASKS, configure_metrics, count, observe
+from tracing.prometheus import metrics_registry
+from tracing.settings import TracingSettings
+from tracing.snapshots import SnapshotWriter
+
+__all__ = ["TASK_STATUSES", "CeleryMetrics", "set_task_status"]
+
+_log = logging.getLogger("tracing.metrics")
+_STATUSES: Final = {
+    "SUCCESS": "succeeded",
+    "FAILURE": "failed",
+    "RETRY": "retried",
+    "IGNORED": "ignored",
+    "REJECTED": "rejected",
+}
+# Every value the ``status`` label takes: Celery's states as above, ``interrupted`` (hard time limit,
+# terminate: postrun without a state), ``dead_lettered`` (set_task_status), ``other`` for anything else.
+TASK_STATUSES: Final = (*_STATUSES.values(), "interrupted", "dead_lettered", "other")
+_OVERRIDE_LIMIT: Final = 1024
+_overrides: OrderedDict[str, str] = OrderedDict()
+
+
+def set_task_status(task_id: str, status: str) -> None:
+    """Report this attempt of a running task under ``status`` instead of the one its Celery state maps to.
+
+    For outcomes Celery does not know: a task that dead-letters its work fails as far as Celery is
+    concerned, yet is counted as ``dead_lettered`` (not also ``failed``), so error-rate sums stay honest.
+    Use one of :data:`TASK_STATUSES`: the alert rules are checked against them.
+    """
+    _overrides[task_id] = status
+    while len(_overrides) > _OVERRIDE_LIMIT:
+        _overrides.popitem(last=False)
+
+
+@dataclass
+class CeleryMetrics:
+    """Task metrics handlers and the worker endpoint of one instrumented Celery app."""
+
+    ours: Callable[[Any], bool]
+    settings: TracingSettings | None = None
+    default_queue: Callable[[], str] = lambda: "celery"
+    directory: Path | None = None
+    _started: dict[str, list[tuple[float, otel_context.Context]]] = field(default_factory=dict)
+    _server: Any = None
+    _writer: SnapshotWriter | None = None
+
+    def _settings(self) -> TracingSettings:
+        from tracing.settings import load_settings  # noqa: PLC0415
+        from tracing.setup import current_settings  # noqa: PLC0415
+
+        return self.settings or current_settings() or load_settings(service_name="tracehook-worker")
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    def on_prerun(self, task_id: str | None = None, task: Any = None, **_: Any) -> None:
+        """task_prerun: the queue wait, and the start of the attempt (with the run span, for exemplars)."""
+        if task is None or task_id is None or not self.ours(task):
+            return
+        try:
+            now = time.time()
+            ctx = otel_context.get_current()
+            request = task.request
+            enqueued = _float(_request_headers(request).get(ENQUEUED_AT_HEADER))
+            if enqueued is not None:
+                eta = _eta_seconds(getattr(request, "eta", None))
+                ready = eta if eta is not None and eta > enqueued else enqueued
+                delivery = getattr(request, "delivery_info", None) or {}
+                queue = str(delivery.get("routing_key") or self.default_queue())
+                observe(QUEUE_WAIT, max(0.0, now - ready), {"queue": queue}, context=ctx)
+            self._started.setdefault(task_id, []).append((time.perf_counter(), ctx))
+        except Exception:
+            _log.warning("tracehook: could not start the metrics of task %s", task_id, exc_info=True)
+
+    def on_postrun(
+        self, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
+    ) -> None:
+        """task_postrun: the attempt's duration and its outcome."""
+        if task_id is None:
+            return
+        stack = self._started.get(task_id)
+        if not stack:
+            return
+        started, ctx = stack.pop()
+        if not stack:
+            del self._started[task_id]
+        try:
+            name = str(getattr(task, "name", "unknown"))
+            status = _overrides.pop(task_id, None) or (
+                "interrupted" if state is None else _STATUSES.get(str(state), "other")
+            )
+            observe(TASK_DURATION, time.perf_counter() - started, {"task": name}, context=ctx)
+            count(TASKS, 1, {"task": name, "status": status})
+        except Exception:
+            _log.warning("tracehook: could not record the metrics of task %s", task_id, exc_info=True)
+
+    # -- processes ----------------------------------------------------------------------------------
+
+    def on_worker_init(self, **_: Any) -> None:
+        """worker_init (main process, before the pool forks): the snapshot directory and the endpoint."""
+        try:
+            settings = self._settings()
+            if not configure_metrics(settings) or not settings.worker_metrics_port:
+                return  # no endpoint, so no snapshots for it to read
+            self.directory = Path(tempfile.mkdtemp(prefix="tracehook-metrics-"))
+            self._serve(settings.worker_metrics_port)
+        except Exception:
+            _log.warning("tracehook: could not set up the worker's metrics", exc_info=True)
+
+    def _serve(self, port: int) -> None:
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        try:
+            # All interfaces: Prometheus scrapes the worker from another container.
+            self._server, _ = start_http_server(
+                port,
+                addr="0.0.0.0",  # noqa: S104
+                registry=metrics_registry(self.directory),
+            )
+        except OSError as exc:
+            _log.warning(
+                "tracehook: metrics not served: port %s is taken (%s); "
+                "set WORKER_METRICS_PORT to a free port, or 0 for none",
+                port,
+                exc,
+            )
+            if self.directory is not None:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                self.directory = None  # the children then write no snapshots nobody would read
+            return
+        _log.info(
+            "tracehook: metrics on http://0.0.0.0:%s/metrics (pool children's snapshots in %s)",
+            port,
+            self.directory,
+        )
+
+    def on_process_init(self, **_: Any) -> None:
+        """worker_process_init (pool child): a fresh meter provider, its snapshot written to the directory."""
+        try:
+            if self.directory is not None and configure_metrics(self._settings()):
+                self._writer = SnapshotWriter(self.directory).start()
+        except Exception:
+            _log.warning("tracehook: could not set up metrics in the pool child", exc_info=True)
+
+    def on_process_shutdown(self, **_: Any) -> None:
+        """worker_process_shutdown (pool child): write the last snapshot before the child exits."""
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+
+    def on_worker_shutdown(self, **_: Any) -> None:
+        """worker_shutdown (main process): stop serving and remove the directory."""
+        try:
+            if self._server is not None:
+                self._server.shutdown()
+                self._server.server_close()
+                self._server = None
+            if self.directory is not None:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                self.directory = None
+        except Exception:
+            _log.warning("tracehook: could not stop the worker's metrics", exc_info=True)
+
+    @property
+    def running_tasks(self) -> int:
+        """Task attempts started and not yet ended in this process."""
+        return sum(len(stack) for stack in self._started.values())

@@ -1,0 +1,116 @@
+"""The RentVine side's metrics: webhooks at the intake, workflows and their steps, business counts.
+
+The instruments are declared here (the generic task and batch ones live in ``tracing.metrics``); the
+label helpers keep every label value in a small, known set, whatever a sender puts in a payload.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from tracing.metrics import DURATION_BUCKETS_S, MetricSpec, define
+from workflows.events import EVENT_TYPES
+
+__all__ = [
+    "INTAKE_DURATION",
+    "PAYMENTS_AMOUNT",
+    "UNKNOWN",
+    "WEBHOOKS_RECEIVED",
+    "WEBHOOK_OUTCOMES",
+    "WORKFLOW_DURATION",
+    "WORKFLOW_STEP_DURATION",
+    "WORK_ORDERS",
+    "currency_label",
+    "event_type_label",
+    "outcome_of",
+    "priority_label",
+]
+
+UNKNOWN: Final = "unknown"
+_CURRENCY: Final = re.compile(r"[A-Z]{3}")
+_PRIORITIES: Final = frozenset({"low", "normal", "high", "emergency"})
+# The intake's error codes (DESIGN.md "Webhook contract") as outcomes of tracehook_webhooks_received_total.
+_OUTCOMES: Final = {
+    "payload_too_large": "too_large",
+    "invalid_signature": "rejected_signature",
+    "unsupported_media_type": "rejected_media_type",
+    "invalid_json": "rejected_json",
+    "invalid_event": "rejected_schema",
+    "store_unavailable": "store_unavailable",
+    "broker_unavailable": "broker_unavailable",
+    # Another delivery of the same id is being queued (or an intake died doing so): the sender retries.
+    "in_flight": "in_flight",
+}
+# Every value the ``outcome`` label takes.
+WEBHOOK_OUTCOMES: Final = ("queued", "duplicate", *_OUTCOMES.values(), "rejected")
+
+WEBHOOKS_RECEIVED: Final = define(
+    MetricSpec(
+        "tracehook_webhooks_received",
+        "counter",
+        "Webhooks answered by the intake, by event type and outcome (queued, duplicate, rejected_*, ...)",
+        ("event_type", "outcome"),
+    )
+)
+INTAKE_DURATION: Final = define(
+    MetricSpec(
+        "tracehook_intake_duration_seconds",
+        "histogram",
+        "Time the intake took to answer a webhook, by HTTP status",
+        ("status",),
+        "s",
+        DURATION_BUCKETS_S,
+    )
+)
+WORKFLOW_DURATION: Final = define(
+    MetricSpec(
+        "tracehook_workflow_duration_seconds",
+        "histogram",
+        "Run time of a workflow, by workflow (event type) and status (completed, failed)",
+        ("workflow", "status"),
+        "s",
+        DURATION_BUCKETS_S,
+    )
+)
+WORKFLOW_STEP_DURATION: Final = define(
+    MetricSpec(
+        "tracehook_workflow_step_duration_seconds",
+        "histogram",
+        "Run time of one workflow step, by workflow (event type) and step",
+        ("workflow", "step"),
+        "s",
+        DURATION_BUCKETS_S,
+    )
+)
+PAYMENTS_AMOUNT: Final = define(
+    MetricSpec(
+        "tracehook_payments_amount",
+        "counter",
+        "Money in payment events processed, by currency and outcome (received, failed)",
+        ("currency", "outcome"),
+    )
+)
+WORK_ORDERS: Final = define(
+    MetricSpec("tracehook_work_orders", "counter", "Work orders created, by priority", ("priority",))
+)
+
+
+def event_type_label(value: Any) -> str:
+    """The event type when it is one we know, else ``unknown`` (a sender must not create label values)."""
+    return value if isinstance(value, str) and value in EVENT_TYPES else UNKNOWN
+
+
+def currency_label(value: Any) -> str:
+    """A three-letter upper-case currency code, else ``other``."""
+    return value if isinstance(value, str) and _CURRENCY.fullmatch(value) else "other"
+
+
+def priority_label(value: Any) -> str:
+    """A work order priority of the schema, else ``normal`` (the schema's default)."""
+    return value if isinstance(value, str) and value in _PRIORITIES else "normal"
+
+
+def outcome_of(code: str) -> str:
+    """The outcome label of one of the intake's error codes."""
+    return _OUTCOMES.get(code, "rejected")
