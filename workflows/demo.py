@@ -109,6 +109,8 @@ def demo_environment(folder: Path, base: Mapping[str, str], *, redis_url: str | 
             "SANDBOX_DB": str(folder / "rentvine-sandbox.sqlite3"),
             "TASK_MAX_RETRIES": "2",
             "TASK_RETRY_BACKOFF_S": "0.5",
+            # The demo shows traces and logs; a metrics endpoint would only collide with a real worker's.
+            "WORKER_METRICS_PORT": "0",
             # Our own queue: a worker of a real deployment on the same Redis must not take the demo's tasks.
             "CELERY_DEFAULT_QUEUE": "tracehook-demo",
             # Dedupe keys, the source map and dead letters stay in the demo's folder, never in a Redis the
