@@ -51,6 +51,30 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: fl
     raise AssertionError(f"{url} did not answer in {timeout}s:\n{log.read_text()[-3000:]}")
 
 
+def stack_environment(
+    *, redis_url: str, queue: str, secret: str, sandbox_port: int, otlp_endpoint: str, sandbox_db: Path
+) -> dict[str, str]:
+    """What the stack's processes share: compose's environment, pointed at the test's Redis, queue,
+    sandbox and OTLP receiver, with short retries and a fast span export."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": redis_url,
+        "CELERY_DEFAULT_QUEUE": queue,
+        "WEBHOOK_SECRET": secret,
+        "RENTVINE_API_URL": f"http://127.0.0.1:{sandbox_port}",
+        "RENTVINE_API_KEY": API_KEY,
+        "RENTVINE_TIMEOUT_S": "2",
+        "TASK_MAX_RETRIES": "2",
+        "TASK_RETRY_BACKOFF_S": "0.2",
+        "TRACE_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "SANDBOX_DB": str(sandbox_db),
+        "LOG_LEVEL": "INFO",
+    }
+
+
 @dataclass
 class Stack:
     """The running processes and how to talk to them."""
@@ -127,22 +151,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     intake_port, sandbox_port = free_port(), free_port()
     receiver = OtlpReceiver().start()
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "REDIS_URL": E2E_REDIS,
-        "CELERY_DEFAULT_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}",
-        "WEBHOOK_SECRET": secret,
-        "RENTVINE_API_URL": f"http://127.0.0.1:{sandbox_port}",
-        "RENTVINE_API_KEY": API_KEY,
-        "RENTVINE_TIMEOUT_S": "2",
-        "TASK_MAX_RETRIES": "2",
-        "TASK_RETRY_BACKOFF_S": "0.2",
-        "TRACE_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "SANDBOX_DB": str(tmp / "sandbox.sqlite3"),
+        **stack_environment(
+            redis_url=E2E_REDIS,
+            queue=f"e2e-{uuid.uuid4().hex[:8]}",
+            secret=secret,
+            sandbox_port=sandbox_port,
+            otlp_endpoint=receiver.endpoint,
+            sandbox_db=tmp / "sandbox.sqlite3",
+        ),
         "SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{intake_port}/webhooks/rentvine",
-        "LOG_LEVEL": "INFO",
         # No worker metrics endpoint here (tests/e2e/test_metrics.py starts a worker with one).
         "WORKER_METRICS_PORT": "0",
     }

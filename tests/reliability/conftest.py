@@ -28,7 +28,7 @@ import httpx
 import pytest
 import redis
 
-from tests.e2e.conftest import API_KEY, ROOT, free_port, wait_http, worker_command
+from tests.e2e.conftest import ROOT, free_port, stack_environment, wait_http, worker_command
 from tests.otlp_receiver import OtlpReceiver
 from workflows.dlq import DeadLetters
 from workflows.signing import signed_headers
@@ -275,22 +275,15 @@ def make_cluster(tmp: Path, redis_url: str, receiver: OtlpReceiver, **env: str) 
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     intake_port, sandbox_port = free_port(), free_port()
     base = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
+        **stack_environment(
+            redis_url=redis_url,
+            queue=f"rel-{uuid.uuid4().hex[:8]}",
+            secret=secret,
+            sandbox_port=sandbox_port,
+            otlp_endpoint=receiver.endpoint,
+            sandbox_db=tmp / "sandbox.sqlite3",
+        ),
         "PYTHONUNBUFFERED": "1",
-        "REDIS_URL": redis_url,
-        "CELERY_DEFAULT_QUEUE": f"rel-{uuid.uuid4().hex[:8]}",
-        "WEBHOOK_SECRET": secret,
-        "RENTVINE_API_URL": f"http://127.0.0.1:{sandbox_port}",
-        "RENTVINE_API_KEY": API_KEY,
-        "RENTVINE_TIMEOUT_S": "2",
-        "TASK_MAX_RETRIES": "2",
-        "TASK_RETRY_BACKOFF_S": "0.2",
-        "TRACE_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "SANDBOX_DB": str(tmp / "sandbox.sqlite3"),
-        "LOG_LEVEL": "INFO",
     }
     base.update(env)
     return Cluster(tmp, redis_url, receiver, base, secret, intake_port, sandbox_port)
