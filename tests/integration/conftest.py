@@ -159,3 +159,19 @@ def producer(receiver: OtlpReceiver) -> OtlpReceiver:
         batch=False,
     )
     return receiver
+
+
+@pytest.fixture
+def store() -> Iterator[redis.Redis[bytes]]:
+    """A client of the integration tests' Redis database."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def queue(store: redis.Redis[bytes]) -> Iterator[str]:
+    """A queue of this test's own, which no worker consumes; deleted afterwards with its bindings."""
+    name = f"test-queue-{uuid.uuid4().hex[:12]}"
+    yield name
+    store.delete(name, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")

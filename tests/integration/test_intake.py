@@ -177,21 +177,6 @@ def settings() -> TracingSettings:
     return tracing_settings()
 
 
-@pytest.fixture
-def store() -> Iterator[redis.Redis[bytes]]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def queue(store: redis.Redis[bytes]) -> Iterator[str]:
-    """A queue of this test's own, which no worker consumes; deleted afterwards with its bindings."""
-    name = f"test-intake-{uuid.uuid4().hex[:12]}"
-    yield name
-    store.delete(name, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
-
-
 def make_publisher(queue: str, **env: str) -> Any:
     return producer_app({"REDIS_URL": REDIS_URL, "CELERY_DEFAULT_QUEUE": queue, **env})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,21 +24,6 @@ from workflows.signing import signed_headers
 
 pytestmark = pytest.mark.integration
 RECEIVED = "tracehook_webhooks_received_total"
-
-
-@pytest.fixture
-def store() -> Iterator[redis.Redis[bytes]]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def queue(store: redis.Redis[bytes]) -> Iterator[str]:
-    """A queue nobody consumes, deleted afterwards with its bindings."""
-    name = f"test-intake-metrics-{uuid.uuid4().hex[:12]}"
-    yield name
-    store.delete(name, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
 
 
 @pytest.fixture
