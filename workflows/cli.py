@@ -114,16 +114,10 @@ def _dlq_replay(args: argparse.Namespace) -> int:
 # --- secret ---------------------------------------------------------------------------------------------
 
 
-def new_secret() -> str:
-    """A fresh Standard Webhooks signing secret: ``whsec_`` and 32 random bytes in base64."""
-    import base64  # noqa: PLC0415
-    import secrets  # noqa: PLC0415
-
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
 def _secret(args: argparse.Namespace) -> int:
     import os  # noqa: PLC0415
+
+    from workflows.signing import new_secret  # noqa: PLC0415
 
     if not args.file:
         print(new_secret())

@@ -31,9 +31,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from workflows._trace_view import SpanRow, load_otlp_lines, render_tree
-from workflows.cli import format_log, new_secret
+from workflows.cli import format_log
 from workflows.events import FIXTURES, load_fixture
-from workflows.signing import signed_headers
+from workflows.queue import DEFAULT_REDIS_URL
+from workflows.signing import new_secret, signed_headers
 
 __all__ = ["DemoError", "DemoInterruptedError", "DemoResult", "run_demo"]
 
@@ -284,7 +285,7 @@ def run_demo(
     base = os.environ if env is None else env
     folder = Path(folder or tempfile.mkdtemp(prefix="tracehook-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
-    redis_url = base.get("REDIS_URL", "").strip() or "redis://localhost:6379/0"
+    redis_url = base.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
     use_redis = redis_answers(redis_url)
     child_env = demo_environment(folder, base, redis_url=redis_url if use_redis else None)
     backend = f"Redis at {redis_url} as the broker" if use_redis else "Celery's filesystem transport"

@@ -134,7 +134,7 @@ def _store_finding(settings: AppSettings, timeout_s: float) -> Finding:
     return Finding("redis", "ok", f"{settings.redis_url} answers")
 
 
-def _broker_finding(env: Mapping[str, str], timeout_s: float) -> Finding | None:
+def _broker_finding(env: Mapping[str, str], redis_url: str, timeout_s: float) -> Finding | None:
     from kombu.connection import Connection  # noqa: PLC0415
 
     from workflows.queue import celery_config  # noqa: PLC0415
@@ -144,7 +144,7 @@ def _broker_finding(env: Mapping[str, str], timeout_s: float) -> Finding | None:
     except SettingsError as exc:
         return Finding("broker", "fail", str(exc), "fix CELERY_BROKER_URL, or unset it to use Redis")
     url = str(config.get("broker_write_url") or config["broker_url"])
-    if url == (env.get("REDIS_URL", "").strip() or "redis://localhost:6379/0"):
+    if url == redis_url:
         return None  # the Redis check covered it
     try:
         with Connection(  # type: ignore[no-untyped-call]
@@ -263,7 +263,7 @@ def run_checks(env: Mapping[str, str], *, timeout_s: float = 3.0, wait_s: float 
         return
     checks: list[Callable[[], Finding | None]] = [
         lambda: _store_finding(settings, timeout_s),
-        lambda: _broker_finding(env, timeout_s),
+        lambda: _broker_finding(env, settings.redis_url, timeout_s),
     ]
     for check in checks:
         finding = check()

@@ -75,7 +75,7 @@ def load_app_settings(
             decode_secret(secret)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
-    redis_url = env.get("REDIS_URL", "").strip() or "redis://localhost:6379/0"
+    redis_url = env.get("REDIS_URL", "").strip() or AppSettings.redis_url
     if not redis_url.startswith(("redis://", "rediss://", "unix://", "sqlite:///")):
         msg = (
             f"REDIS_URL={redis_url!r} is not a Redis URL (redis://host:6379/0, rediss://, unix://) nor a "

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -24,12 +25,18 @@ __all__ = [
     "StandardWebhooksVerifier",
     "Verifier",
     "decode_secret",
+    "new_secret",
     "sign",
     "signed_headers",
 ]
 
 TOLERANCE_S: Final = 300
 _PREFIX: Final = "whsec_"
+
+
+def new_secret() -> str:
+    """A fresh signing secret: ``whsec_`` and 32 random bytes in base64."""
+    return _PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class SignatureError(Exception):

@@ -3,10 +3,8 @@ suite's OTLP receiver; logs in files."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -23,7 +21,7 @@ import redis
 
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from workflows.events import load_fixture
-from workflows.signing import signed_headers
+from workflows.signing import new_secret, signed_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E_REDIS = os.environ.get("TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/5")
@@ -147,7 +145,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
     client = redis.Redis.from_url(E2E_REDIS)
     client.flushdb()
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    secret = new_secret()
     intake_port, sandbox_port = free_port(), free_port()
     receiver = OtlpReceiver().start()
     env = {

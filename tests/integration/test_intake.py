@@ -42,7 +42,7 @@ from workflows.events import FIXTURES, load_fixture
 from workflows.intake import ROUTE, create_app
 from workflows.queue import TASK_NAME, producer_app
 from workflows.settings import AppSettings
-from workflows.signing import decode_secret, sign, signed_headers
+from workflows.signing import decode_secret, new_secret, sign, signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +57,6 @@ PRIORITIES = {
     "payment_received": "critical",
     "payment_failed": "critical",
 }
-
-
-def new_secret() -> str:
-    """A Standard Webhooks secret: ``whsec_`` and the base64 of 32 random bytes."""
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
 def closed_port() -> int:

@@ -35,7 +35,7 @@ from workflows.events import EVENT_TYPES, FIXTURES, load_fixture
 from workflows.intake import ROUTE, create_app
 from workflows.queue import producer_app
 from workflows.settings import AppSettings
-from workflows.signing import decode_secret, sign, signed_headers
+from workflows.signing import decode_secret, new_secret, sign, signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +176,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    return new_secret()
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +238,7 @@ def headers_for(case: dict[str, Any], secret: str) -> dict[str, str]:
     mode: str = case["signing"]
     now = int(time.time())
     headers = signed_headers(secret, body, msg_id=msg_id, timestamp=now)
-    stranger = sign(decode_secret("whsec_" + base64.b64encode(os.urandom(32)).decode()), msg_id, now, body)
+    stranger = sign(decode_secret(new_secret()), msg_id, now, body)
     if mode == "multi":
         headers["webhook-signature"] = f"{stranger} {headers['webhook-signature']}"
     elif mode == "wrong-secret":

@@ -8,12 +8,10 @@ parent and children, as a lost container would).
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -31,7 +29,7 @@ import redis
 from tests.e2e.conftest import ROOT, free_port, stack_environment, wait_http, worker_command
 from tests.otlp_receiver import OtlpReceiver
 from workflows.dlq import DeadLetters
-from workflows.signing import signed_headers
+from workflows.signing import new_secret, signed_headers
 
 TIMEOUT = 60.0
 
@@ -272,7 +270,7 @@ class Cluster:
 
 def make_cluster(tmp: Path, redis_url: str, receiver: OtlpReceiver, **env: str) -> Cluster:
     """A cluster's settings (nothing started): own queue, short retries, spans to ``receiver``."""
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    secret = new_secret()
     intake_port, sandbox_port = free_port(), free_port()
     base = {
         **stack_environment(
