@@ -8,12 +8,18 @@ always ends, even when the broker is down); running by the ``task_prerun``/``tas
 
 Header keys we add to a task message: ``traceparent``, ``tracestate``, ``baggage`` (W3C) and
 ``tracehook_enqueued_at`` (unix seconds as a string). A user's own headers are never touched
-(Celery issues 4875, 7523).
+(Celery issues 4875, 7523), and neither is the app's configuration: Celery builds its message sender
+from the configuration the first time it publishes, so the wrapper lets Celery build it then.
+
+Spans go to the ``tracer_provider`` given, else to the global one; when neither is an SDK provider at the
+first span, tracehook sets up its own from the environment (see :meth:`CeleryInstrumentation._resolve`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -26,6 +32,7 @@ from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from tracing._stock_celery import guard_stock_instrumentation
 from tracing.propagation import extract_context, inject_headers
 from tracing.settings import TracingSettings
 from tracing.spans import record_error
@@ -37,10 +44,13 @@ TRACE_HEADERS: Final = ("traceparent", "tracestate", "baggage")
 _INSTRUMENTED_FLAG: Final = "_tracehook_instrumentation"
 _RECEIVED_LIMIT: Final = 4096
 _SYSTEMS: Final = {"amqp": "rabbitmq", "amqps": "rabbitmq", "pyamqp": "rabbitmq", "rediss": "redis"}
+_SCOPE: Final = "tracehook.celery"
 _TASK_LINE_LOGGERS: Final = ("celery.app.trace", "celery.worker.strategy")
 _LOST_IN_CHILD: Final = frozenset({"TimeLimitExceeded", "WorkerLostError", "Terminated"})
 
 _log = logging.getLogger("tracing.celery")
+# Live instrumentations; while there is one, the stock Celery instrumentation stays off.
+_active: list[CeleryInstrumentation] = []
 
 LogContext = Callable[[Any, Sequence[Any], Mapping[str, Any]], Mapping[str, Any]]
 
@@ -50,6 +60,7 @@ class _Running:
     span: Span
     token: object
     log_tokens: Mapping[str, Any]
+    started: float
 
 
 @dataclass
@@ -63,27 +74,77 @@ class CeleryInstrumentation:
     flush_timeout_s: float
     settings: TracingSettings | None
     configure: bool
-    _running: dict[str, list[_Running]] = field(default_factory=dict)
-    _connected: list[tuple[Any, Callable[..., None]]] = field(default_factory=list)
-    _original_sender: Any = None
+    setup_logging: bool = False
     task_log_lines: bool = False
-    _system: str | None = None
-    _queue: str | None = None
+    metrics: Any = None
+    _running: dict[str, list[_Running]] = field(default_factory=dict, init=False, repr=False)
+    _connected: list[tuple[Any, Callable[..., None]]] = field(default_factory=list, init=False, repr=False)
+    _original_sender: Any = field(default=None, init=False, repr=False)
+    _sender: Callable[..., Any] | None = field(default=None, init=False, repr=False)
+    _sender_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _system: str | None = field(default=None, init=False, repr=False)
+    _queue: str | None = field(default=None, init=False, repr=False)
     # Worker main process: the trace headers of messages received, so a task that never reports back
     # from its child (hard time limit, terminate) still gets a span in its own trace. Bounded.
-    _received: OrderedDict[str, tuple[str, dict[str, Any]]] = field(default_factory=OrderedDict)
-    _provider: Any = None
-    _cached_tracer: Tracer | None = None
-    metrics: Any = None
+    _received: OrderedDict[str, tuple[str, dict[str, Any]]] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
+    _looked_up: Any = field(default=None, init=False, repr=False)
+    _cached_tracer: Tracer | None = field(default=None, init=False, repr=False)
+    _spans_to: Any = field(default=None, init=False, repr=False)
+    _in_worker: bool = field(default=False, init=False, repr=False)
+    _own_failed: bool = field(default=False, init=False, repr=False)
 
     def _tracer(self) -> Tracer:
         # Follow the global provider (it may be set up after instrument_celery) without the cost of
         # get_tracer on every span, and without a ProxyTracer that would pin the first provider forever.
-        provider = self.tracer_provider or trace.get_tracer_provider()
-        if provider is not self._provider or self._cached_tracer is None:
-            self._cached_tracer = provider.get_tracer("tracehook.celery")
-            self._provider = provider
-        return self._cached_tracer
+        looked_up = self.tracer_provider or trace.get_tracer_provider()
+        tracer = self._cached_tracer
+        if looked_up is self._looked_up and tracer is not None:
+            return tracer
+        return self._resolve(looked_up)
+
+    def _resolve(self, looked_up: trace.TracerProvider) -> Tracer:
+        """The tracer of the provider spans go to: the one given, the global SDK one, or tracehook's.
+
+        Only when no SDK provider is set (the API's proxy) does tracehook set up its own, from the
+        environment: in a worker process with ``configure_worker`` it becomes the global provider, so
+        the task's own spans join; anywhere else it stays private to these spans, so a provider the user
+        sets later still wins (the next span looks again).
+        """
+        provider = looked_up
+        if isinstance(looked_up, trace.ProxyTracerProvider):
+            own = self._own_provider()
+            if own is not None:
+                provider = own
+                if trace.get_tracer_provider() is own:
+                    looked_up = own
+        tracer = provider.get_tracer(_SCOPE)
+        self._cached_tracer, self._looked_up, self._spans_to = tracer, looked_up, provider
+        return tracer
+
+    def _own_provider(self) -> trace.TracerProvider | None:
+        from tracing.settings import load_settings  # noqa: PLC0415
+        from tracing.setup import configure_tracing, current_settings  # noqa: PLC0415
+
+        if self._own_failed:
+            return None
+        try:
+            settings = self.settings or current_settings() or load_settings(service_name=self._service())
+            return configure_tracing(settings, set_global=self._in_worker and self.configure)
+        except Exception as exc:
+            self._own_failed = True
+            _log.warning(
+                "tracehook: no tracer provider is set up and tracehook could not set up its own (%s); "
+                "Celery spans are not recorded in this process",
+                exc,
+            )
+            return None
+
+    def _service(self) -> str:
+        """The default service name, when neither SERVICE_NAME nor OTEL_SERVICE_NAME is set."""
+        main = str(getattr(self.app, "main", None) or "celery")
+        return f"{main}-worker" if self._in_worker else main
 
     # -- publish ------------------------------------------------------------------------------------
 
@@ -117,9 +178,44 @@ class CeleryInstrumentation:
         send_task_message.__wrapped__ = original  # type: ignore[attr-defined]
         return send_task_message
 
+    def install_sender(self) -> None:
+        """Put the traced sender in place of ``app.amqp.send_task_message``, reading no setting.
+
+        Celery builds its sender (``AMQP._create_task_sender``) from the configuration the first time it
+        is asked for, and fixes ``task_compression``, ``task_default_delivery_mode``, the publish retry
+        settings and the queues in it. Asking for it here would freeze the configuration as it is now,
+        before the user's ``conf.update()`` or ``config_from_object()``; instead the sender is built by
+        Celery at the first publish, as it would be without tracehook.
+        """
+        amqp = self.app.amqp  # creating it reads no setting
+        if "send_task_message" in vars(amqp):
+            # Celery already built its sender (the app published before instrument_celery): wrap that.
+            self._original_sender = amqp.send_task_message
+            self._sender = self.wrap_sender(self._original_sender)
+            amqp.send_task_message = self._sender
+            return
+
+        def send_task_message(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
+            sender = self._sender or self._build_sender(amqp)
+            return sender(producer, name, message, *args, **kwargs)
+
+        amqp.send_task_message = send_task_message
+
+    def _build_sender(self, amqp: Any) -> Callable[..., Any]:
+        with self._sender_lock:
+            if self._sender is None:
+                built = inspect.getattr_static(type(amqp), "send_task_message", None)
+                build = getattr(built, "func", None)
+                original = build(amqp) if build is not None else amqp._create_task_sender()
+                self._original_sender = original
+                self._sender = self.wrap_sender(original)
+                amqp.send_task_message = self._sender
+            return self._sender
+
     def _start_publish(self, name: str, message: Any, kwargs: Mapping[str, Any]) -> Span:
         headers = headers_of(message)
-        task_id = str(headers.get("id") or "")
+        fields = _task_fields(message, headers)
+        task_id = str(fields.get("id") or "")
         queue = kwargs.get("queue")
         destination = getattr(queue, "name", queue) or kwargs.get("routing_key") or self._default_queue()
         attributes: dict[str, Any] = {
@@ -130,18 +226,21 @@ class CeleryInstrumentation:
             "messaging.message.id": task_id,
             "celery.task_name": name,
             "celery.task_id": task_id,
-            "celery.retries": int(headers.get("retries") or 0),
+            "celery.retries": int(fields.get("retries") or 0),
         }
         for key, attribute in (
             ("root_id", "celery.root_id"),
             ("parent_id", "celery.parent_id"),
             ("group", "celery.group_id"),
         ):
-            if headers.get(key):
-                attributes[attribute] = str(headers[key])
-        eta = headers.get("eta")
+            if fields.get(key):
+                attributes[attribute] = str(fields[key])
+        eta = fields.get("eta")
         if eta:
             attributes["celery.eta"] = str(eta)
+        origin = headers.get("origin")
+        if origin:
+            attributes["messaging.client.id"] = str(origin)
         span = self._tracer().start_span(f"publish {name}", kind=SpanKind.PRODUCER, attributes=attributes)
         self._inject(headers, trace.set_span_in_context(span))
         return span
@@ -165,12 +264,7 @@ class CeleryInstrumentation:
                 transport = str(self.app.conf.broker_url or "").split("://", 1)[0].split("+", 1)[0]
             except Exception:
                 transport = ""
-            self._system = {
-                "amqp": "rabbitmq",
-                "amqps": "rabbitmq",
-                "pyamqp": "rabbitmq",
-                "rediss": "redis",
-            }.get(transport, transport or "celery")
+            self._system = _SYSTEMS.get(transport, transport or "celery")
         return self._system
 
     def _default_queue(self) -> str:
@@ -220,7 +314,7 @@ class CeleryInstrumentation:
             except Exception:
                 _log.debug("tracehook: log_context hook failed", exc_info=True)
         log_tokens = structlog.contextvars.bind_contextvars(**log_fields)
-        self._running.setdefault(task_id, []).append(_Running(span, token, log_tokens))
+        self._running.setdefault(task_id, []).append(_Running(span, token, log_tokens, time.perf_counter()))
 
     def _run_attributes(
         self, task_id: str, task: Any, request: Any, carrier: Mapping[str, Any], now: float
@@ -229,7 +323,7 @@ class CeleryInstrumentation:
         attributes: dict[str, Any] = {
             "messaging.system": self._messaging_system(),
             "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
+            "messaging.operation.name": "run",
             "messaging.destination.name": str(delivery.get("routing_key") or self._default_queue()),
             "messaging.message.id": task_id,
             "celery.task_name": task.name,
@@ -247,13 +341,16 @@ class CeleryInstrumentation:
                 attributes[attribute] = str(value)
         hostname = getattr(request, "hostname", None)
         if hostname:
-            attributes["celery.hostname"] = str(hostname)
+            attributes["messaging.client.id"] = str(hostname)
         if getattr(request, "is_eager", False):
             attributes["celery.eager"] = True
+        eta_value = getattr(request, "eta", None)
+        if eta_value:
+            attributes["celery.eta"] = str(eta_value)
         enqueued = _float(carrier.get(ENQUEUED_AT_HEADER))
         if enqueued is not None:
             ready = enqueued
-            eta = _eta_seconds(getattr(request, "eta", None))
+            eta = _eta_seconds(eta_value)
             if eta is not None and eta > enqueued:
                 attributes["celery.scheduled_delay_ms"] = round((eta - enqueued) * 1000, 3)
                 ready = eta
@@ -321,6 +418,7 @@ class CeleryInstrumentation:
                 span.set_status(Status(StatusCode.ERROR, "task interrupted before it finished"))
             else:
                 span.set_attribute("celery.state", str(state))
+            span.set_attribute("celery.duration_ms", round((time.perf_counter() - running.started) * 1000, 3))
         except Exception:
             _log.debug("tracehook: could not annotate task span", exc_info=True)
         finally:
@@ -362,11 +460,7 @@ class CeleryInstrumentation:
                 request,
                 getattr(sender, "name", None),
                 f"{reason}",
-                {
-                    "celery.revoked": True,
-                    "celery.revoke_reason": reason,
-                    "celery.terminate_signal": str(signum or ""),
-                },
+                {"celery.revoked.reason": reason, "celery.terminated.signal": str(signum or "")},
             )
         except Exception:
             _log.debug("tracehook: could not trace a revoked task", exc_info=True)
@@ -453,16 +547,20 @@ class CeleryInstrumentation:
     # -- processes ----------------------------------------------------------------------------------
 
     def on_process_init(self, **_: Any) -> None:
-        """worker_process_init / worker_init: set up tracing and logging in this process."""
-        if not self.configure:
+        """worker_init / worker_process_init: this is a worker process; take over logging if asked to.
+
+        Tracing is set up at the first span (:meth:`_resolve`), after every ``worker_process_init``
+        handler has run, so a provider the user sets in their own handler is found whatever the order.
+        """
+        self._in_worker = True
+        if not self.setup_logging:
             return
         from tracing.logs import configure_logging  # noqa: PLC0415
         from tracing.settings import load_settings  # noqa: PLC0415
-        from tracing.setup import configure_tracing, current_settings  # noqa: PLC0415
+        from tracing.setup import current_settings  # noqa: PLC0415
 
         try:
-            settings = self.settings or current_settings() or load_settings(service_name="tracehook-worker")
-            configure_tracing(settings)
+            settings = self.settings or current_settings() or load_settings(service_name=self._service())
             configure_logging(settings)
             if not self.task_log_lines:
                 # Celery logs two INFO lines per task ("received", "succeeded"); the run span already
@@ -471,17 +569,32 @@ class CeleryInstrumentation:
                 for name in _TASK_LINE_LOGGERS:
                     logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
         except Exception:
-            _log.exception("tracehook: could not set up tracing in the worker process")
+            _log.exception("tracehook: could not set up logging in the worker process")
 
     def on_process_shutdown(self, **_: Any) -> None:
-        """worker_process_shutdown / worker_shutdown: export what is left, within the flush timeout."""
-        from tracing.setup import shutdown_tracing  # noqa: PLC0415
+        """worker_process_shutdown / worker_shutdown: export what is left, within the flush timeout.
+
+        Flushes the provider these spans went to, the global one and tracehook's own, whichever of them
+        exist, all within ``flush_timeout_s``: a pool child leaves with ``os._exit``, so nothing else
+        would export what their batch processors still hold.
+        """
+        from tracing.setup import current_provider, flush_provider, shutdown_tracing  # noqa: PLC0415
 
         for task_id in list(self._running):
             for running in self._running.pop(task_id, []):
                 running.span.set_status(Status(StatusCode.ERROR, "worker process exited during the task"))
                 running.span.end()
-        shutdown_tracing(self.flush_timeout_s)
+        deadline = time.monotonic() + self.flush_timeout_s
+        own = current_provider()
+        others: list[Any] = []
+        for provider in (self._spans_to, trace.get_tracer_provider()):
+            if provider is None or provider is own or isinstance(provider, trace.ProxyTracerProvider):
+                continue
+            if all(provider is not seen for seen in others):
+                others.append(provider)
+        for provider in others:
+            flush_provider(provider, max(0.0, deadline - time.monotonic()))
+        shutdown_tracing(max(0.0, deadline - time.monotonic()))
 
     def on_setup_logging(self, **_: Any) -> None:
         """setup_logging: our logging instead of Celery's (connecting this stops Celery's own set-up)."""
@@ -499,11 +612,16 @@ class CeleryInstrumentation:
         for signal, handler in self._connected:
             signal.disconnect(handler)
         self._connected.clear()
+        amqp = self.app.amqp
         if self._original_sender is not None:
-            self.app.amqp.send_task_message = self._original_sender
-            self._original_sender = None
+            amqp.send_task_message = self._original_sender
+        else:
+            vars(amqp).pop("send_task_message", None)  # Celery builds it at the next publish, as before
+        self._original_sender = self._sender = None
         if getattr(self.app, _INSTRUMENTED_FLAG, None) is self:
             delattr(self.app, _INSTRUMENTED_FLAG)
+        if self in _active:
+            _active.remove(self)
 
     @property
     def running_tasks(self) -> int:
@@ -515,6 +633,15 @@ def headers_of(message: Any) -> MutableMapping[str, Any]:
     """The headers dict of a Celery task message (a namedtuple whose first field is the headers)."""
     headers: MutableMapping[str, Any] = message[0] if isinstance(message, tuple) else message.headers
     return headers
+
+
+def _task_fields(message: Any, headers: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Where the message keeps the task's id, retries, ETA and group: the headers (protocol 2), or the
+    body (protocol 1, ``task_protocol=1``, which old producers still use)."""
+    if "id" in headers:
+        return headers
+    body = message[2] if isinstance(message, tuple) else getattr(message, "body", None)
+    return body if isinstance(body, Mapping) else headers
 
 
 def _merge_baggage(existing: str, ours: str) -> str:
@@ -580,24 +707,33 @@ def instrument_celery(
     tracer_provider: trace.TracerProvider | None = None,
     settings: TracingSettings | None = None,
     configure_worker: bool = True,
+    setup_logging: bool | None = None,
     log_baggage_keys: Sequence[str] = ("event_id", "event_type"),
     log_context: LogContext | None = None,
     flush_timeout_s: float = 5.0,
     task_log_lines: bool = False,
     metrics: bool = True,
 ) -> CeleryInstrumentation:
-    """Trace a Celery app: publish and run spans, per-process set-up and flush, task log context.
+    """Trace a Celery app: publish and run spans, per-process flush, task log context.
 
-    Put it next to your Celery app (``app = Celery(...); instrument_celery(app)``); calling it again for
-    the same app returns the first instrumentation.
+    Put it next to your Celery app (``app = Celery(...); instrument_celery(app)``), before or after its
+    configuration; calling it again for the same app returns the first instrumentation. It reads and
+    changes none of the app's settings. While it is active, opentelemetry-instrumentation-celery is kept
+    off (with a warning), so each publish and each run has one span.
 
     Args:
         app: the Celery app.
-        tracer_provider: the provider for the spans; the global one when omitted.
-        settings: the settings worker processes set up tracing and logging with; the environment's
+        tracer_provider: the provider for the spans. When omitted, the global one; and when no SDK
+            provider is set at the first span, tracehook sets up its own from the environment (global in
+            a worker process with ``configure_worker``, private to these spans anywhere else).
+        settings: the settings tracehook's own provider and logging are set up with; the environment's
             when omitted.
-        configure_worker: set up tracing and logging in each worker process (``worker_init``,
-            ``worker_process_init``) and take over Celery's logging set-up (``setup_logging``).
+        configure_worker: in worker processes, let tracehook's own provider (when it sets one up) be the
+            global one, and take over logging as ``setup_logging`` says.
+        setup_logging: take over logging in worker processes (tracehook's JSON lines, through Celery's
+            ``setup_logging`` signal, which stops Celery's own set-up). By default only when
+            ``configure_worker`` and you brought no OpenTelemetry set-up of your own (neither
+            ``tracer_provider`` nor a global SDK provider at this call).
         log_baggage_keys: baggage entries (and task keyword arguments) bound to every log line of a task.
         log_context: optional hook ``(task, args, kwargs) -> fields`` for more log fields of a task.
         flush_timeout_s: the most a process waits at exit for its spans to be exported.
@@ -614,6 +750,11 @@ def instrument_celery(
         return existing
     from celery import signals  # noqa: PLC0415
 
+    if setup_logging is None:
+        brought_own = tracer_provider is not None or not isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider
+        )
+        setup_logging = configure_worker and not brought_own
     inst = CeleryInstrumentation(
         app=app,
         tracer_provider=tracer_provider,
@@ -622,11 +763,12 @@ def instrument_celery(
         flush_timeout_s=flush_timeout_s,
         settings=settings,
         configure=configure_worker,
+        setup_logging=setup_logging,
         task_log_lines=task_log_lines,
     )
-    original = app.amqp.send_task_message
-    inst._original_sender = original
-    app.amqp.send_task_message = inst.wrap_sender(original)
+    _active.append(inst)
+    guard_stock_instrumentation(lambda: bool(_active))
+    inst.install_sender()
     inst.connect(signals.task_prerun, inst.on_prerun)
     inst.connect(signals.task_postrun, inst.on_postrun)
     inst.connect(signals.task_failure, inst.on_failure)
@@ -645,10 +787,9 @@ def instrument_celery(
             inst.connect(signals.worker_process_shutdown, inst.metrics.on_process_shutdown)
     inst.connect(signals.worker_process_shutdown, inst.on_process_shutdown)
     inst.connect(signals.worker_shutdown, inst.on_process_shutdown)
-    if configure_worker:
-        app.conf.worker_hijack_root_logger = False
-        inst.connect(signals.worker_init, inst.on_process_init)
-        inst.connect(signals.worker_process_init, inst.on_process_init)
+    inst.connect(signals.worker_init, inst.on_process_init)
+    inst.connect(signals.worker_process_init, inst.on_process_init)
+    if setup_logging:
         inst.connect(signals.setup_logging, inst.on_setup_logging)
     if metrics:
         _connect_metrics(inst, signals, configure_worker=configure_worker)

@@ -37,7 +37,9 @@ __all__ = [
     "TracingState",
     "build_exporter",
     "configure_tracing",
+    "current_provider",
     "current_settings",
+    "flush_provider",
     "flush_tracing",
     "reset_tracing",
     "shutdown_tracing",
@@ -56,6 +58,7 @@ class TracingState:
     provider: TracerProvider
     processor: TracehookSpanProcessor
     health: ExportHealth
+    is_global: bool
 
 
 _state: TracingState | None = None
@@ -133,7 +136,8 @@ def configure_tracing(
         sampler: a sampler to use instead of the rule-based one built from the settings.
         batch: export off the calling thread through a bounded queue (the default); ``False`` exports
             synchronously, which only tests want.
-        set_global: install the provider as OpenTelemetry's global one.
+        set_global: install the provider as OpenTelemetry's global one; a later call with ``True``
+            installs a provider set up earlier without it.
 
     Returns:
         The process's tracer provider.
@@ -144,6 +148,9 @@ def configure_tracing(
     global _state  # noqa: PLW0603  # one provider per process is the point of this module
     with _lock:
         if _state is not None:
+            if set_global and not _state.is_global:
+                _install_global(_state.provider)
+                _state.is_global = True
             return _state.provider
         settings = settings if settings is not None else load_settings()
         chosen_sampler = sampler or build_sampler(
@@ -160,7 +167,9 @@ def configure_tracing(
         provider.add_span_processor(processor)
         if set_global:
             _install_global(provider)
-        _state = TracingState(settings=settings, provider=provider, processor=processor, health=health)
+        _state = TracingState(
+            settings=settings, provider=provider, processor=processor, health=health, is_global=set_global
+        )
         return provider
 
 
@@ -178,7 +187,12 @@ def current_settings() -> TracingSettings | None:
     return _state.settings if _state is not None else None
 
 
-def _bounded(action: Callable[[], object], timeout_s: float, health: ExportHealth) -> bool:
+def current_provider() -> TracerProvider | None:
+    """The provider :func:`configure_tracing` set up in this process, if it did."""
+    return _state.provider if _state is not None else None
+
+
+def _bounded(action: Callable[[], object], timeout_s: float, health: ExportHealth | None) -> bool:
     """Run ``action`` on a daemon thread; wait up to ``timeout_s``, or about a second once the exporter
     is failing or stuck. Returns whether it finished.
 
@@ -200,7 +214,8 @@ def _bounded(action: Callable[[], object], timeout_s: float, health: ExportHealt
     started = time.monotonic()
     while not done.wait(_POLL_S):
         waited = time.monotonic() - started
-        if waited >= timeout_s or (waited >= health.stuck_after_s and not health.ok):
+        stuck = health is not None and waited >= health.stuck_after_s and not health.ok
+        if waited >= timeout_s or stuck:
             _log.warning("tracing: gave up exporting after %.1f s: the endpoint is not answering", waited)
             return False
     return True
@@ -218,6 +233,22 @@ def flush_tracing(timeout_s: float = 5.0) -> bool:
     finished = _bounded(
         lambda: result.append(state.provider.force_flush(int(timeout_s * 1000))), timeout_s, state.health
     )
+    return finished and all(result)
+
+
+def flush_provider(provider: object, timeout_s: float = 5.0) -> bool:
+    """Export what any provider holds (one of the user's too), waiting at most ``timeout_s``.
+
+    Returns False when it did not finish in time; a provider without ``force_flush`` counts as flushed.
+    """
+    state = _state
+    if state is not None and provider is state.provider:
+        return flush_tracing(timeout_s)
+    force_flush = getattr(provider, "force_flush", None)
+    if force_flush is None:
+        return True
+    result: list[bool] = []
+    finished = _bounded(lambda: result.append(bool(force_flush(int(timeout_s * 1000)))), timeout_s, None)
     return finished and all(result)
 
 
