@@ -701,6 +701,13 @@ def _connect_metrics(inst: CeleryInstrumentation, signals: Any, *, configure_wor
         inst.connect(signals.worker_shutdown, task_metrics.on_worker_shutdown)
 
 
+def _brought_own_set_up(tracer_provider: trace.TracerProvider | None) -> bool:
+    """Whether the user set up OpenTelemetry or logging themselves before calling instrument_celery."""
+    if tracer_provider is not None or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return True
+    return any(handler.get_name() != "tracehook" for handler in logging.getLogger().handlers)
+
+
 def instrument_celery(
     app: Any,
     *,
@@ -732,8 +739,8 @@ def instrument_celery(
             global one, and take over logging as ``setup_logging`` says.
         setup_logging: take over logging in worker processes (tracehook's JSON lines, through Celery's
             ``setup_logging`` signal, which stops Celery's own set-up). By default only when
-            ``configure_worker`` and you brought no OpenTelemetry set-up of your own (neither
-            ``tracer_provider`` nor a global SDK provider at this call).
+            ``configure_worker`` and you brought no set-up of your own: no ``tracer_provider``, no global
+            SDK provider and no handler on the root logger when this is called.
         log_baggage_keys: baggage entries (and task keyword arguments) bound to every log line of a task.
         log_context: optional hook ``(task, args, kwargs) -> fields`` for more log fields of a task.
         flush_timeout_s: the most a process waits at exit for its spans to be exported.
@@ -751,10 +758,7 @@ def instrument_celery(
     from celery import signals  # noqa: PLC0415
 
     if setup_logging is None:
-        brought_own = tracer_provider is not None or not isinstance(
-            trace.get_tracer_provider(), trace.ProxyTracerProvider
-        )
-        setup_logging = configure_worker and not brought_own
+        setup_logging = configure_worker and not _brought_own_set_up(tracer_provider)
     inst = CeleryInstrumentation(
         app=app,
         tracer_provider=tracer_provider,

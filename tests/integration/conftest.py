@@ -101,12 +101,15 @@ def start_worker(
     app: str = "tests.integration.celery_app",
     concurrency: int = 2,
     extra_args: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
     **env: str,
 ) -> Worker:
-    """Start ``celery -A app worker --pool=prefork`` on a queue of its own and wait until it runs tasks."""
+    """Start ``celery -A app worker --pool=prefork`` on a queue of its own (behind the ``prefix`` command,
+    e.g. ``opentelemetry-instrument``); :func:`wait_ready` waits until it runs tasks."""
     queue = env.pop("CELERY_DEFAULT_QUEUE", f"q-{uuid.uuid4().hex[:10]}")
     log_path = tmp_path / f"worker-{queue}.log"
     cmd = [
+        *prefix,
         sys.executable,
         "-m",
         "celery",
@@ -137,10 +140,12 @@ def start_worker(
     return Worker(process, queue, log_path)
 
 
-def wait_ready(worker: Worker, app: Any, timeout: float = 60.0) -> None:
-    """Poll with a deadline until the worker has run a task from its queue."""
+def wait_ready(
+    worker: Worker, app: Any, timeout: float = 60.0, task: str = "tests.integration.celery_app.noop"
+) -> None:
+    """Poll with a deadline until the worker has run a task (``task``, taking no argument) from its queue."""
     deadline = time.monotonic() + timeout
-    result = app.send_task("tests.integration.celery_app.noop", queue=worker.queue)
+    result = app.send_task(task, queue=worker.queue)
     while time.monotonic() < deadline:
         if worker.process.poll() is not None:
             raise AssertionError(f"worker exited with {worker.process.returncode}:\n{worker.log}")

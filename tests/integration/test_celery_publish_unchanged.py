@@ -145,7 +145,10 @@ class TestPublishedMessageUnchanged:
                 app.close()
         plain, traced_message = messages
         # The settings took effect without tracehook (zlib is announced as gzip, transient is mode 1).
-        assert ("application/x-gzip", 1) == (plain["headers"]["compression"], plain["properties"]["delivery_mode"])
+        assert ("application/x-gzip", 1) == (
+            plain["headers"]["compression"],
+            plain["properties"]["delivery_mode"],
+        )
         assert _comparable(plain) == _comparable(traced_message)
         assert "traceparent" in traced_message["headers"]
         assert [s.name for s in span_exporter.get_finished_spans()] == [f"publish {TASK}"]
