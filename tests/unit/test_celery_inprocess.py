@@ -76,3 +76,25 @@ class TestRobustness:
         assert 3 == tasks.flaky.delay(3).get()
         assert 0 == eager.running_tasks
         assert 0 == len(eager._running)
+
+
+class TestStockInstrumentation:
+    """A leftover CeleryInstrumentor().instrument() cannot switch the stock instrumentation on beside ours."""
+
+    def test_leftover_call_refused(
+        self, span_exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The call logs why it was ignored; an eager task still has one run span."""
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor  # noqa: PLC0415
+
+        tasks.app.conf.task_always_eager = True
+        instrument_celery(tasks.app)
+        try:
+            CeleryInstrumentor().instrument()
+            assert 5 == tasks.add.delay(2, 3).get()
+        finally:
+            CeleryInstrumentor().uninstrument()
+            tasks.app.conf.task_always_eager = False
+        assert "CeleryInstrumentor().instrument() ignored" in caplog.text
+        names = [span.name for span in span_exporter.get_finished_spans()]
+        assert [f"run {tasks.add.name}"] == [name for name in names if "run" in name]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracing import (
@@ -28,6 +28,7 @@ from tracing import (
     trace_span,
 )
 from tracing.processors import CountingBatchSpanProcessor
+from tracing.setup import flush_provider
 
 
 def _read_spans(path: Path) -> list[dict[str, object]]:
@@ -51,6 +52,14 @@ class TestConfigure:
         with trace_span("once"):
             pass
         assert len(exporter.get_finished_spans()) == 1
+
+    def test_private_then_global(self) -> None:
+        """A provider set up privately (instrument_celery in a producer) becomes global on a later call
+        that asks for it, rather than being returned as it is."""
+        private = configure_tracing(TracingSettings(exporter="none"), set_global=False)
+        assert trace.get_tracer_provider() is not private
+        assert configure_tracing() is private
+        assert trace.get_tracer_provider() is private
 
     def test_resource(self) -> None:
         """service name/version/environment, host and process are on every span's resource."""
@@ -232,6 +241,30 @@ class TestBoundedFlush:
             assert time.monotonic() - started < 2.5
         finally:
             stuck.release.set()
+
+    def test_users_provider_flush_is_bounded(self) -> None:
+        """flush_provider on a provider that is not tracehook's waits at most its timeout."""
+        stuck = _StuckExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(stuck))
+        try:
+            provider.get_tracer("t").start_span("first").end()
+            started = time.monotonic()
+            assert not flush_provider(provider, timeout_s=0.5)
+            assert time.monotonic() - started < 2.5
+        finally:
+            stuck.release.set()
+            provider.shutdown()
+
+    def test_users_provider_flushed(self) -> None:
+        """flush_provider exports what a user's batch processor holds."""
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
+        provider.get_tracer("t").start_span("held").end()
+        assert flush_provider(provider, timeout_s=5.0)
+        assert ["held"] == [span.name for span in exporter.get_finished_spans()]
+        provider.shutdown()
 
     def test_healthy_flush_exports_everything(self, settings: TracingSettings) -> None:
         """A working exporter: everything is exported and flush_tracing returns True."""
