@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,34 @@ class TestProtocolOne:
         (run,) = [s for s in spans if s.name == "run user_plain.add"]
         assert result.id == publish.attributes["messaging.message.id"]
         assert (publish.trace_id, publish.span_id) == (run.trace_id, run.parent_span_id)
+
+
+class TestDocumentedAttributes:
+    """The run span carries what the README promises: the ETA, the duration, the worker as client id."""
+
+    def test_eta_duration_client_id(
+        self, receiver: OtlpReceiver, producer: OtlpReceiver, plain_worker: Worker
+    ) -> None:
+        """A countdown task's publish and run spans both carry celery.eta; the run span its duration and
+        the worker's node name, the publish span the publisher's."""
+        from tests.integration.user_apps.plain_app import add  # noqa: PLC0415
+
+        with trace_span("caller"):
+            result = add.apply_async((2, 3), queue=plain_worker.queue, countdown=0.2)
+        assert 5 == result.get(timeout=TIMEOUT)
+        spans = wait_task_spans(receiver, result.id, {"publish user_plain.add", "run user_plain.add"})
+        (publish,) = [s for s in spans if s.name == "publish user_plain.add"]
+        (run,) = [s for s in spans if s.name == "run user_plain.add"]
+        assert datetime.fromisoformat(str(run.attributes["celery.eta"])) == datetime.fromisoformat(
+            str(publish.attributes["celery.eta"])
+        )
+        assert 0 <= float(run.attributes["celery.duration_ms"]) <= run.duration_ms
+        assert str(run.attributes["messaging.client.id"]).startswith(f"{plain_worker.queue}@")
+        assert str(publish.attributes["messaging.client.id"]).startswith("gen")
+        assert ("publish", "run") == (
+            publish.attributes["messaging.operation.name"],
+            run.attributes["messaging.operation.name"],
+        )
 
 
 class TestStockInstrumentationKeptOff:
