@@ -10,6 +10,7 @@ from celery import Celery
 from tracing import instrument_celery
 from workers.config import celery_config
 
-app = Celery("workers", include=["workers.tasks"])
+# "tracehook": its worker processes default to the service name "tracehook-worker" (SERVICE_NAME overrides).
+app = Celery("tracehook", include=["workers.tasks"])
 app.conf.update(celery_config())
 instrument_celery(app)
