@@ -9,6 +9,7 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link
 
 from tests.conftest import CapturedLogs
 from tracing import REDACTED, record_error, scrub_mapping, scrub_text, trace_span
@@ -178,6 +179,18 @@ class TestSpansAreScrubbed:
         assert exported.attributes is not None
         assert exported.attributes["rentvine.api_key"] == REDACTED
         assert exported.attributes["http.request.header.authorization"] == REDACTED
+
+    def test_link_attributes_scrubbed(self, span_exporter: InMemorySpanExporter) -> None:
+        """A link's attributes are scrubbed like the span's own."""
+        with trace_span("earlier") as earlier:
+            pass
+        link = Link(earlier.get_span_context(), {"note": "card 4111111111111111", "api_key": "k"})
+        with trace_span("op", links=[link]):
+            pass
+        exported = next(span for span in span_exporter.get_finished_spans() if span.name == "op")
+        assert {"note": "card ************1111", "api_key": REDACTED} == dict(
+            exported.links[0].attributes or {}
+        )
 
     def test_clean_span_passes_unchanged(self, span_exporter: InMemorySpanExporter) -> None:
         """A span with nothing to scrub keeps its attributes exactly, and gets no ``slow`` flag."""
