@@ -178,9 +178,9 @@ def _scrub_unkeyed(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):
-        text = str(value)
-        if _MIN_CARD <= len(text) <= _MAX_CARD and luhn_valid(text):
-            return _mask(text)
+        digits = str(abs(value))
+        if _MIN_CARD <= len(digits) <= _MAX_CARD and luhn_valid(digits):
+            return _mask(str(value))
         return value
     if isinstance(value, Mapping):
         return scrub_mapping(value)

@@ -145,6 +145,11 @@ class TestScrubMapping:
             "number": "************1111",
         }
 
+    def test_negative_integers(self) -> None:
+        """A large negative int is kept (it used to raise, dropping the span); a negative card is masked."""
+        assert {"n": -100000000000} == scrub_mapping({"n": -100000000000})
+        assert {"n": "-************1111"} == scrub_mapping({"n": -4111111111111111})
+
 
 class TestSpansAreScrubbed:
     """The span pipeline scrubs attributes, events, exception messages and status, whoever set them."""
