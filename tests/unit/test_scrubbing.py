@@ -13,7 +13,7 @@ from opentelemetry.trace import Link
 
 from tests.conftest import CapturedLogs
 from tracing import REDACTED, record_error, scrub_mapping, scrub_text, trace_span
-from tracing.scrubbing import luhn_valid
+from tracing.scrubbing import luhn_valid, may_need_scrubbing
 
 
 def _luhn_complete(body: str) -> str:
@@ -149,6 +149,47 @@ class TestScrubMapping:
         """A large negative int is kept (it used to raise, dropping the span); a negative card is masked."""
         assert {"n": -100000000000} == scrub_mapping({"n": -100000000000})
         assert {"n": "-************1111"} == scrub_mapping({"n": -4111111111111111})
+
+
+_keys = st.sampled_from(["note", "api_key", "payment_id", "id", "amount", "http.url", "payer.ssn", "x"])
+_scalars = st.one_of(
+    st.text(alphabet="0123456789 -+x:", max_size=24),
+    st.text(max_size=12),
+    st.integers(),
+    st.integers(min_value=10**11, max_value=10**19),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    card_numbers().map(lambda card: card[1]),
+    ssns(),
+)
+_values = st.one_of(_scalars, st.lists(_scalars, max_size=3).map(tuple))
+
+
+class TestMayNeedScrubbing:
+    """The quick check never says "clean" for a mapping that scrubbing would change."""
+
+    @given(values=st.dictionaries(_keys, _values, max_size=6))
+    def test_false_means_unchanged(self, values: dict[str, object]) -> None:
+        """Whenever the check says no, scrub_mapping leaves every value as it is."""
+        if not may_need_scrubbing(values):
+            assert values == scrub_mapping(values)
+
+    @given(card=card_numbers(), ssn=ssns())
+    def test_secrets_are_flagged(self, card: tuple[str, str], ssn: str) -> None:
+        """A card number or an SSN in a string, alone or in a sequence, is flagged."""
+        _, written = card
+        assert may_need_scrubbing({"note": f"paid {written}"})
+        assert may_need_scrubbing({"note": (f"ssn {ssn}",)})
+
+    def test_int_card_and_secret_key_flagged(self) -> None:
+        """An int card number and a key naming a secret are flagged."""
+        assert may_need_scrubbing({"n": 4111111111111111})
+        assert may_need_scrubbing({"token": "x"})
+
+    def test_clean_attributes_pass(self) -> None:
+        """Everyday attributes are not flagged: short strings, phone numbers, ids, amounts."""
+        values = {"http.method": "POST", "phone": "+1-555-0142", "payment_id": "4111111111111111", "n": 3}
+        assert not may_need_scrubbing({**values, "amount": 1850.5, "ok": True, "tags": ("a", "b")})
 
 
 class TestSpansAreScrubbed:
