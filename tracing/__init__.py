@@ -33,6 +33,7 @@ from tracing.metrics import MetricSpec, configure_metrics
 from tracing.processors import TracehookSpanProcessor
 from tracing.prometheus import metrics_registry
 from tracing.propagation import extract_context, inject_headers
+from tracing.protection import protect_provider
 from tracing.sampling import RuleBasedSampler, Sampler, build_sampler
 from tracing.scrubbing import REDACTED, scrub_mapping, scrub_text, scrub_value
 from tracing.settings import SettingsError, TracingSettings, load_settings
@@ -78,6 +79,7 @@ __all__ = [
     "iter_otlp_json_spans",
     "load_settings",
     "metrics_registry",
+    "protect_provider",
     "record_error",
     "reset_tracing",
     "scrub_mapping",

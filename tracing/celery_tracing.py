@@ -34,6 +34,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from tracing._stock_celery import guard_stock_instrumentation
 from tracing.propagation import extract_context, inject_headers
+from tracing.protection import protect_provider
 from tracing.settings import TracingSettings
 from tracing.spans import record_error
 
@@ -119,6 +120,8 @@ class CeleryInstrumentation:
                 provider = own
                 if trace.get_tracer_provider() is own:
                     looked_up = own
+        # Every exporter on it sees scrubbed spans, the user's included (README, "scrubbing").
+        protect_provider(provider)
         tracer = provider.get_tracer(_SCOPE)
         self._cached_tracer, self._looked_up, self._spans_to = tracer, looked_up, provider
         return tracer

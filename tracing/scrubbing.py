@@ -23,6 +23,7 @@ __all__ = [
     "is_identifier_key",
     "is_sensitive_key",
     "luhn_valid",
+    "may_need_scrubbing",
     "scrub_mapping",
     "scrub_text",
     "scrub_value",
@@ -43,6 +44,10 @@ _DIGIT_RUN = re.compile(r"(?<!\w)\d+(?:[ -]\d+)*(?!\w)")
 _SSN = re.compile(r"(?<!\w)(\d{3})([ -])(\d{2})\2(\d{4})(?!\w)")
 _DIGIT_GROUP = re.compile(r"\d+")
 _MIN_CARD, _MAX_CARD = 13, 19
+# Nine digits, single spaces or dashes allowed between them: the least an SSN or a card number takes.
+# Text without such a run has nothing to mask.
+_NINE_DIGITS = re.compile(r"(?:\d[ -]?){8}\d")  # written so, it backtracks less
+_SMALLEST_CARD = 10 ** (_MIN_CARD - 1)
 
 
 _PLAIN, _IDENTIFIER, _SECRET = 0, 1, 2
@@ -178,9 +183,9 @@ def _scrub_unkeyed(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):
-        text = str(value)
-        if _MIN_CARD <= len(text) <= _MAX_CARD and luhn_valid(text):
-            return _mask(text)
+        digits = str(abs(value))
+        if _MIN_CARD <= len(digits) <= _MAX_CARD and luhn_valid(digits):
+            return _mask(str(value))
         return value
     if isinstance(value, Mapping):
         return scrub_mapping(value)
@@ -189,6 +194,44 @@ def _scrub_unkeyed(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         return [_scrub_unkeyed(item) for item in value]
     return value
+
+
+def may_need_scrubbing(values: Mapping[str, Any]) -> bool:
+    """A quick check: False when :func:`scrub_value` would leave every value of ``values`` as it is.
+
+    True when some value might change; it errs that way for anything it does not check exactly (nested
+    containers, subclasses of ``str`` or ``int``), so False can be trusted and the full scrub skipped.
+    """
+    # Inlined: it runs for every span a processor of the user's own receives, on the thread ending it.
+    for key, value in values.items():
+        kind = _key_kind(key)
+        if kind == _SECRET:
+            return True
+        if kind == _IDENTIFIER:
+            continue
+        cls = type(value)
+        if cls is str:
+            if len(value) >= 9 and _NINE_DIGITS.search(value) is not None:
+                return True
+        elif cls is int:
+            if not -_SMALLEST_CARD < value < _SMALLEST_CARD:
+                return True
+        elif not (cls is float or cls is bool or value is None) and _value_may_change(value):
+            return True
+    return False
+
+
+def _value_may_change(value: Any) -> bool:
+    cls = type(value)
+    if cls is str:
+        return len(value) >= 9 and _NINE_DIGITS.search(value) is not None
+    if cls is bool or cls is float or value is None:
+        return False
+    if cls is int:
+        return not -_SMALLEST_CARD < value < _SMALLEST_CARD
+    if cls is tuple or cls is list:
+        return any(_value_may_change(item) for item in value)
+    return True
 
 
 def scrub_mapping(values: Mapping[str, Any]) -> dict[str, Any]:

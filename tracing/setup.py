@@ -30,6 +30,7 @@ from tracing.processors import (
     ScrubbingSpanExporter,
     TracehookSpanProcessor,
 )
+from tracing.protection import protect_provider
 from tracing.sampling import build_sampler
 from tracing.settings import TracingSettings, load_settings
 
@@ -165,6 +166,7 @@ def configure_tracing(
         health = ExportHealth()
         processor = TracehookSpanProcessor(_delegate_factory(settings, exporter, health, batch=batch))
         provider.add_span_processor(processor)
+        protect_provider(provider)
         if set_global:
             _install_global(provider)
         _state = TracingState(

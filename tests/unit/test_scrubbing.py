@@ -9,10 +9,11 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link
 
 from tests.conftest import CapturedLogs
 from tracing import REDACTED, record_error, scrub_mapping, scrub_text, trace_span
-from tracing.scrubbing import luhn_valid
+from tracing.scrubbing import luhn_valid, may_need_scrubbing
 
 
 def _luhn_complete(body: str) -> str:
@@ -144,6 +145,52 @@ class TestScrubMapping:
             "number": "************1111",
         }
 
+    def test_negative_integers(self) -> None:
+        """A large negative int is kept (it used to raise, dropping the span); a negative card is masked."""
+        assert {"n": -100000000000} == scrub_mapping({"n": -100000000000})
+        assert {"n": "-************1111"} == scrub_mapping({"n": -4111111111111111})
+
+
+_keys = st.sampled_from(["note", "api_key", "payment_id", "id", "amount", "http.url", "payer.ssn", "x"])
+_scalars = st.one_of(
+    st.text(alphabet="0123456789 -+x:", max_size=24),
+    st.text(max_size=12),
+    st.integers(),
+    st.integers(min_value=10**11, max_value=10**19),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    card_numbers().map(lambda card: card[1]),
+    ssns(),
+)
+_values = st.one_of(_scalars, st.lists(_scalars, max_size=3).map(tuple))
+
+
+class TestMayNeedScrubbing:
+    """The quick check never says "clean" for a mapping that scrubbing would change."""
+
+    @given(values=st.dictionaries(_keys, _values, max_size=6))
+    def test_false_means_unchanged(self, values: dict[str, object]) -> None:
+        """Whenever the check says no, scrub_mapping leaves every value as it is."""
+        if not may_need_scrubbing(values):
+            assert values == scrub_mapping(values)
+
+    @given(card=card_numbers(), ssn=ssns())
+    def test_secrets_are_flagged(self, card: tuple[str, str], ssn: str) -> None:
+        """A card number or an SSN in a string, alone or in a sequence, is flagged."""
+        _, written = card
+        assert may_need_scrubbing({"note": f"paid {written}"})
+        assert may_need_scrubbing({"note": (f"ssn {ssn}",)})
+
+    def test_int_card_and_secret_key_flagged(self) -> None:
+        """An int card number and a key naming a secret are flagged."""
+        assert may_need_scrubbing({"n": 4111111111111111})
+        assert may_need_scrubbing({"token": "x"})
+
+    def test_clean_attributes_pass(self) -> None:
+        """Everyday attributes are not flagged: short strings, phone numbers, ids, amounts."""
+        values = {"http.method": "POST", "phone": "+1-555-0142", "payment_id": "4111111111111111", "n": 3}
+        assert not may_need_scrubbing({**values, "amount": 1850.5, "ok": True, "tags": ("a", "b")})
+
 
 class TestSpansAreScrubbed:
     """The span pipeline scrubs attributes, events, exception messages and status, whoever set them."""
@@ -178,6 +225,18 @@ class TestSpansAreScrubbed:
         assert exported.attributes is not None
         assert exported.attributes["rentvine.api_key"] == REDACTED
         assert exported.attributes["http.request.header.authorization"] == REDACTED
+
+    def test_link_attributes_scrubbed(self, span_exporter: InMemorySpanExporter) -> None:
+        """A link's attributes are scrubbed like the span's own."""
+        with trace_span("earlier") as earlier:
+            pass
+        link = Link(earlier.get_span_context(), {"note": "card 4111111111111111", "api_key": "k"})
+        with trace_span("op", links=[link]):
+            pass
+        exported = next(span for span in span_exporter.get_finished_spans() if span.name == "op")
+        assert {"note": "card ************1111", "api_key": REDACTED} == dict(
+            exported.links[0].attributes or {}
+        )
 
     def test_clean_span_passes_unchanged(self, span_exporter: InMemorySpanExporter) -> None:
         """A span with nothing to scrub keeps its attributes exactly, and gets no ``slow`` flag."""
