@@ -1,21 +1,21 @@
-"""The Celery app of ``benchmarks/celery_overhead.py``: one no-op task, traced as ``BENCH_VARIANT`` says.
+"""The Celery app of ``benchmarks/celery_overhead.py``: a user's own app, traced as ``BENCH_VARIANT`` says.
 
-Started by the benchmark as ``celery -A benchmarks._celery_bench_app worker ...`` and imported by its
-producer processes. Variables (the benchmark sets them):
+A fresh ``Celery(...)`` with Celery's defaults (not tracehook's ``workers.config``) and one task that
+increments a Redis counter, as a user would write it. Started by the benchmark as
+``celery -A benchmarks._celery_bench_app worker ...`` and imported by its producer processes. Variables
+(the benchmark sets them):
 
-* ``BENCH_VARIANT``: ``plain`` (no tracing), ``stock`` (opentelemetry-instrumentation-celery, set up per
-  pool child in ``worker_process_init`` as its docs say) or ``tracehook`` (``tracing.instrument_celery``,
-  which sets tracing up per process from the environment: ``TRACE_EXPORTER``,
-  ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``SERVICE_NAME``);
+* ``BENCH_VARIANT``: ``plain`` (no tracing), ``stock`` (opentelemetry-instrumentation-celery with an SDK
+  provider exporting in batches over OTLP/HTTP, set up per pool child in ``worker_process_init`` and
+  flushed in ``worker_process_shutdown``, as its docs say) or ``tracehook``
+  (``tracing.instrument_celery(app)`` and nothing else: tracehook sets tracing up per process from the
+  environment, ``TRACE_EXPORTER``, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``SERVICE_NAME``, in the producer too);
 * ``BENCH_BROKER_URL``: the Redis broker (default ``redis://127.0.0.1:6379/9``);
-* ``CELERY_DEFAULT_QUEUE``: the queue (read by ``workers.config.celery_config``);
+* ``CELERY_DEFAULT_QUEUE``: the queue;
 * ``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``BENCH_SERVICE``: where the stock variant exports, under which name;
 * ``BENCH_PROFILE_DIR``: when set, the worker's main process and each pool child run under cProfile
   and dump ``<variant>-main|child-<pid>-<time>.prof`` there when they shut down (diagnosis only: it
   slows everything down; only the main thread is profiled).
-
-The task, ``bench.noop(key)``, only increments a Redis counter, which the benchmark polls to see when
-every task has run.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from typing import Any, Final
 import redis
 from celery import Celery, signals
 
-from workers.config import celery_config
-
 VARIANTS: Final = ("plain", "stock", "tracehook")
 VARIANT: Final = os.environ.get("BENCH_VARIANT", "plain").strip() or "plain"
 BROKER_URL: Final = os.environ.get("BENCH_BROKER_URL", "").strip() or "redis://127.0.0.1:6379/9"
@@ -36,17 +34,8 @@ BROKER_URL: Final = os.environ.get("BENCH_BROKER_URL", "").strip() or "redis://1
 if VARIANT not in VARIANTS:
     raise RuntimeError(f"BENCH_VARIANT={VARIANT!r} is not one of {', '.join(VARIANTS)}")
 
-
-def _config() -> dict[str, Any]:
-    env = dict(os.environ)
-    env["REDIS_URL"] = BROKER_URL
-    env["CELERY_BROKER_URL"] = BROKER_URL
-    env.pop("CELERY_RESULT_BACKEND", None)
-    return celery_config(env)
-
-
-app = Celery("celery_bench")
-app.conf.update(_config())
+app = Celery("celery_bench", broker=BROKER_URL)
+app.conf.task_default_queue = os.environ.get("CELERY_DEFAULT_QUEUE", "celery")
 
 _client: redis.Redis | None = None
 _client_pid = 0
@@ -92,11 +81,19 @@ def _stock_instrument(service: str) -> Any:
     return provider
 
 
+_stock_child: Any = None
+
 if VARIANT == "stock":
 
     @signals.worker_process_init.connect(weak=False)
     def _init_stock_child(**_: Any) -> None:
-        _stock_instrument(os.environ.get("BENCH_SERVICE", "bench-stock-worker"))
+        global _stock_child  # noqa: PLW0603
+        _stock_child = _stock_instrument(os.environ.get("BENCH_SERVICE", "bench-stock-worker"))
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _flush_stock_child(**_: Any) -> None:
+        if _stock_child is not None:
+            _stock_child.force_flush(5000)
 
 elif VARIANT == "tracehook":
     from tracing import instrument_celery
@@ -108,26 +105,22 @@ _producer_provider: Any = None
 
 
 def setup_producer() -> None:
-    """Set up tracing in a producer process, the way the variant's own docs say."""
+    """Set up tracing in a producer process, the way the variant's own docs say (tracehook: nothing more)."""
     global _producer_provider  # noqa: PLW0603
     if VARIANT == "stock":
         _producer_provider = _stock_instrument(os.environ.get("BENCH_SERVICE", "bench-stock-producer"))
-    elif VARIANT == "tracehook":
-        from tracing import configure_tracing, load_settings  # noqa: PLC0415
-
-        _producer_provider = configure_tracing(load_settings(service_name="bench-producer"))
 
 
 def flush_producer(timeout_s: float) -> None:
     """Export the producer's spans, waiting no longer than ``timeout_s`` (the endpoint may be down)."""
     import threading  # noqa: PLC0415
 
-    if VARIANT == "plain" or _producer_provider is None:
-        return
     if VARIANT == "tracehook":
         from tracing import shutdown_tracing  # noqa: PLC0415
 
         shutdown_tracing(timeout_s)
+        return
+    if VARIANT == "plain" or _producer_provider is None:
         return
     provider = _producer_provider
     worker = threading.Thread(

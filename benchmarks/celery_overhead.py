@@ -6,15 +6,17 @@ Run from the repository root (Redis must answer on 127.0.0.1:6379; database 9 is
     .venv/bin/python benchmarks/celery_overhead.py --quick    # 1 round x 500 tasks (smoke run)
     .venv/bin/python benchmarks/celery_overhead.py --json     # machine-readable results only
 
-Variants (the app is ``benchmarks/_celery_bench_app.py``; ``BENCH_VARIANT`` picks its tracing):
+Variants (the app, ``benchmarks/_celery_bench_app.py``, is a user's own: a fresh ``Celery(...)`` with
+Celery's defaults and a task that increments a Redis counter; ``BENCH_VARIANT`` picks its tracing):
 
 1. ``plain``: no tracing at all;
 2. ``stock``: ``opentelemetry.instrumentation.celery.CeleryInstrumentor().instrument()`` with an SDK
    ``TracerProvider`` + ``BatchSpanProcessor(OTLPSpanExporter)`` set up in each pool child in
-   ``worker_process_init`` (as its docs say), and in the producer process;
-3. ``tracehook``: ``tracing.instrument_celery(app)``, tracing set up per process from the environment
-   (``TRACE_EXPORTER=otlp``, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``SERVICE_NAME=bench-worker``); the producer
-   process runs ``tracing.configure_tracing(...)``;
+   ``worker_process_init`` and flushed in ``worker_process_shutdown`` (as its docs say), and in the
+   producer process;
+3. ``tracehook``: ``tracing.instrument_celery(app)`` in the app module and nothing else, in the worker and
+   in the producer: tracehook sets tracing up from the environment (``TRACE_EXPORTER=otlp``,
+   ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``SERVICE_NAME``), metrics on (its default);
 
 2b / 3b (``stock-down``, ``tracehook-down``): the same, with the OTLP endpoint pointing at a closed port.
 
@@ -22,7 +24,8 @@ Not run by default (``--variants`` adds it), for diagnosis: ``tracehook-warnlog`
 ``LOG_LEVEL=WARNING``, the level Celery's own logging runs at when ``--loglevel`` is not given, so the
 per-task "received"/"succeeded" lines Celery logs at INFO are not rendered.
 
-Spans go to a real OTLP/HTTP receiver (``tests/otlp_receiver.py``) running in this process.
+Spans go to a live OTLP/HTTP endpoint in this process that accepts and discards (``benchmarks/_sink.py``):
+it decodes what it got only after the last run, so decoding steals no CPU from the measured processes.
 
 Method
 ------
@@ -41,14 +44,13 @@ Redis counter, which this process polls. Measured per run:
   on the children's other threads (the span export thread), "(threads)";
 * ``.delay()`` cost in the producer: wall and CPU time of the publish loop per call (the producer's CPU
   includes its span export thread);
-* "rcv µs": this process's own CPU per task over the run: mostly the OTLP receiver decoding the spans
-  (plus the counter polling, the same for every variant). It shares the two CPUs with the worker, so it
-  lowers the instrumented variants' throughput a little, as a collector on the same host would.
+* "rcv µs": this process's own CPU per task over the run: the endpoint storing requests and the counter
+  polling.
 
-Reported: medians over the rounds and ratios of the medians against ``plain``. The machine is noisy, so
-rounds are interleaved and repeated; a ratio within about 10% of a goal is within the noise. The spans the
-receiver got are counted per variant, as a sanity check of the set-up (a span short is not an error: the
-stock instrumentation loses what its children still hold when they exit).
+Reported: medians over the rounds, and ratios of the medians against ``plain`` and against ``stock``. The
+machine is noisy, so rounds are interleaved and repeated; a ratio within about 10% of a goal is within
+the noise. The publish and run spans the endpoint got are counted per variant (issue 12's goals need
+them exported, not only made).
 """
 
 from __future__ import annotations
@@ -87,9 +89,12 @@ CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 PRIORITY_SEP: Final = "\x06\x16"  # kombu's Redis transport: queue names of priorities 3, 6, 9
 PRODUCER_WARMUP: Final = 50
 POLL_S: Final = 0.005
-CPU_GOAL: Final = 1.20
-CPU_GOAL_DOWN: Final = 1.30
-THROUGHPUT_GOAL: Final = 0.90
+# Issue 12: at most the stock instrumentation's CPU and at least its throughput; the aim beyond it:
+# at most half of what stock adds over plain, and 0.95x plain's throughput.
+ADDED_CPU_AIM: Final = 0.5
+THROUGHPUT_AIM: Final = 0.95
+# Endpoint down vs healthy: within the machine's noise.
+DOWN_NOISE: Final = 1.10
 # Variables of the caller's environment that would change what a variant does.
 _SCRUBBED_PREFIXES: Final = ("OTEL_", "TRACE_", "BENCH_", "CELERY_", "JAEGER_")
 _SCRUBBED: Final = frozenset({"SERVICE_NAME", "REDIS_URL", "LOG_LEVEL", "LOG_FORMAT", "ENVIRONMENT"})
@@ -558,10 +563,7 @@ def _sample_dict(sample: Sample) -> dict[str, Any]:
 
 
 def _span_counts(receiver: Any, workers: Sequence[Worker]) -> dict[str, dict[str, int]]:
-    spans = receiver.spans
-    by_service: dict[str, list[Any]] = {}
-    for span in spans:
-        by_service.setdefault(span.service_name, []).append(span)
+    counted = receiver.counts()
     counts: dict[str, dict[str, int]] = {}
     for worker in workers:
         spec = worker.spec
@@ -570,13 +572,19 @@ def _span_counts(receiver: Any, workers: Sequence[Worker]) -> dict[str, dict[str
         if spec.endpoint_down:
             counts[spec.key] = {"received": 0, "expected": 0}
             continue
-        run_spans = by_service.get(spec.worker_service, [])
-        publish_spans = by_service.get(spec.producer_service, [])
         counts[spec.key] = {
-            "worker_spans": len(run_spans),
-            "worker_spans_with_parent": sum(1 for s in run_spans if s.parent_span_id),
+            "run_spans": sum(
+                n
+                for (svc, kind, _), n in counted.items()
+                if svc == spec.worker_service and kind == "CONSUMER"
+            ),
+            "run_spans_with_parent": counted[(spec.worker_service, "CONSUMER", True)],
             "tasks_run": worker.tasks_run,
-            "producer_spans": len(publish_spans),
+            "publish_spans": sum(
+                n
+                for (svc, kind, _), n in counted.items()
+                if svc == spec.producer_service and kind == "PRODUCER"
+            ),
             "tasks_published": worker.tasks_published,
         }
     return counts
@@ -584,30 +592,55 @@ def _span_counts(receiver: Any, workers: Sequence[Worker]) -> dict[str, dict[str
 
 def _goals(summaries: dict[str, dict[str, Any]]) -> list[tuple[str, bool]]:
     goals: list[tuple[str, bool]] = []
-    plain = summaries.get("plain")
-    if plain is None:
+    plain, stock, ours = (summaries.get(key) for key in ("plain", "stock", "tracehook"))
+    if stock is None or ours is None:
         return goals
-    for key, limit in (("tracehook", CPU_GOAL), ("tracehook-down", CPU_GOAL_DOWN)):
-        if key in summaries:
-            ratio = _ratio(summaries[key]["child_cpu_us_per_task"], plain["child_cpu_us_per_task"])
-            goals.append((f"{key} child CPU/task {ratio:.2f}x plain (goal <= {limit:.2f}x)", ratio <= limit))
-    if "tracehook" in summaries:
-        tracehook = summaries["tracehook"]["tasks_per_s"]
-        ratio = _ratio(tracehook, plain["tasks_per_s"])
+    cpu, tps = "child_cpu_us_per_task", "tasks_per_s"
+    goals.append(
+        (
+            f"tracehook child CPU {ours[cpu]:.0f} µs/task vs stock {stock[cpu]:.0f} (goal <= stock)",
+            ours[cpu] <= stock[cpu],
+        )
+    )
+    goals.append(
+        (
+            f"tracehook {ours[tps]:.0f} tasks/s vs stock {stock[tps]:.0f} (goal >= stock)",
+            ours[tps] >= stock[tps],
+        )
+    )
+    goals.append(
+        (
+            f"tracehook .delay() CPU {ours['delay_cpu_us']:.0f} µs vs stock {stock['delay_cpu_us']:.0f} "
+            "(goal < stock)",
+            ours["delay_cpu_us"] < stock["delay_cpu_us"],
+        )
+    )
+    if plain is not None:
+        added, stock_added = ours[cpu] - plain[cpu], stock[cpu] - plain[cpu]
         goals.append(
             (
-                f"tracehook throughput {ratio:.2f}x plain (goal >= {THROUGHPUT_GOAL:.2f}x)",
-                ratio >= THROUGHPUT_GOAL,
+                f"aim: tracehook adds {added:.0f} µs/task, stock {stock_added:.0f} "
+                f"(aim <= {ADDED_CPU_AIM:.1f}x stock's)",
+                added <= ADDED_CPU_AIM * stock_added,
             )
         )
-        if "stock" in summaries:
-            stock = summaries["stock"]["tasks_per_s"]
-            goals.append(
-                (
-                    f"tracehook throughput {tracehook:.0f}/s vs stock {stock:.0f}/s (goal >= stock)",
-                    tracehook >= stock,
-                )
+        ratio = _ratio(ours[tps], plain[tps])
+        goals.append(
+            (
+                f"aim: tracehook throughput {ratio:.2f}x plain (aim >= {THROUGHPUT_AIM:.2f}x)",
+                ratio >= THROUGHPUT_AIM,
             )
+        )
+    down = summaries.get("tracehook-down")
+    if down is not None:
+        goals.append(
+            (
+                f"endpoint down: child CPU {down[cpu]:.0f} vs {ours[cpu]:.0f} µs/task healthy, "
+                f"{down[tps]:.0f} vs {ours[tps]:.0f} tasks/s "
+                f"(goal: not slower, within {DOWN_NOISE:.2f}x noise)",
+                down[cpu] <= ours[cpu] * DOWN_NOISE and down[tps] * DOWN_NOISE >= ours[tps],
+            )
+        )
     return goals
 
 
@@ -620,13 +653,14 @@ def _print_report(report: dict[str, Any]) -> None:
         f"per variant, medians; {report['cpus']} CPUs; ratios vs plain; tracing code "
         f"{report['tracing_code']['sha256']} (newest file {report['tracing_code']['newest_mtime']})"
     )
+    stock = summaries.get("stock")
     print(
         "µs are per task: child = pool children's CPU (/proc stat; sched = the same from schedstat, "
         "thr = its export-thread part), main = worker main process, delay = producer .delay() wall and "
         "CPU, rcv = this process (OTLP receiver)"
     )
     header = (
-        f"{'variant':<33}{'tasks/s':>8}{'x':>6}{'child':>7}{'x':>6}{'sched':>7}{'thr':>5}"
+        f"{'variant':<33}{'tasks/s':>8}{'x':>6}{'xstk':>6}{'child':>7}{'x':>6}{'xstk':>6}{'sched':>7}{'thr':>5}"
         f"{'main':>6}{'delay':>7}{'d.CPU':>7}{'rcv':>5}"
     )
     print(header)
@@ -638,23 +672,29 @@ def _print_report(report: dict[str, Any]) -> None:
             if plain
             else float("nan")
         )
+        tps_stock = _ratio(summary["tasks_per_s"], stock["tasks_per_s"]) if stock else float("nan")
+        cpu_stock = (
+            _ratio(summary["child_cpu_us_per_task"], stock["child_cpu_us_per_task"])
+            if stock
+            else float("nan")
+        )
         print(
-            f"{summary['label']:<33}{summary['tasks_per_s']:>8.0f}{tps_ratio:>5.2f}x"
-            f"{summary['child_cpu_us_per_task']:>7.0f}{cpu_ratio:>5.2f}x"
+            f"{summary['label']:<33}{summary['tasks_per_s']:>8.0f}{tps_ratio:>5.2f}x{tps_stock:>5.2f}x"
+            f"{summary['child_cpu_us_per_task']:>7.0f}{cpu_ratio:>5.2f}x{cpu_stock:>5.2f}x"
             f"{summary['child_sched_us_per_task']:>7.0f}{summary['child_other_threads_us_per_task']:>5.0f}"
             f"{summary['main_cpu_us_per_task']:>6.0f}{summary['delay_us']:>7.0f}"
             f"{summary['delay_cpu_us']:>7.0f}{summary['driver_cpu_us_per_task']:>5.0f}"
         )
-    print("per round (tasks/s | child µs/task):")
+    print("x = ratio to plain, xstk = ratio to stock; per round (tasks/s | child µs/task):")
     for summary in summaries.values():
         rounds = ", ".join(f"{s['tasks_per_s']:.0f}|{s['child_cpu_us']:.0f}" for s in summary["samples"])
         print(f"  {summary['label']:<33}{rounds}")
     print("spans received (sanity):")
     for key, counts in report["spans"].items():
-        if "worker_spans" in counts:
+        if "run_spans" in counts:
             print(
-                f"  {key:<16} worker {counts['worker_spans']} for {counts['tasks_run']} tasks run "
-                f"({counts['worker_spans_with_parent']} with a parent), producer {counts['producer_spans']} "
+                f"  {key:<16} run spans {counts['run_spans']} for {counts['tasks_run']} tasks run "
+                f"({counts['run_spans_with_parent']} with a parent), publish spans {counts['publish_spans']} "
                 f"for {counts['tasks_published']} published"
             )
         else:
@@ -702,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912
         variant, n, queue = args.producer
         return producer_main(variant, int(n), queue)
 
-    from tests.otlp_receiver import OtlpReceiver  # noqa: PLC0415
+    from benchmarks._sink import OtlpSink  # noqa: PLC0415
 
     wanted = [key.strip() for key in args.variants.split(",") if key.strip()]
     specs = [spec for spec in VARIANTS if spec.key in wanted]
@@ -717,11 +757,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912
     client.ping()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
     log_dir = Path(tempfile.mkdtemp(prefix="celery-bench-"))
-    receiver = OtlpReceiver().start()
+    receiver = OtlpSink().start()
     down_endpoint = f"http://127.0.0.1:{_free_closed_port()}"
     run_id = uuid.uuid4().hex[:8]
     # Read before the workers import the code.
-    fingerprint = code_fingerprint("tracing/*.py", "workers/config.py")
+    fingerprint = code_fingerprint("tracing/*.py", "benchmarks/_celery_bench_app.py")
     workers = []
     for spec in specs:
         queue = f"bench-{spec.key}-{run_id}"
