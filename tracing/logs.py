@@ -145,34 +145,35 @@ class _StdlibLogger:
         self.name = name
         self.stdlib = logging.getLogger(name)
 
-    def _handle(self, level: int, line: str, ids: dict[str, str]) -> None:
+    def _handle(self, level: int, line: str, trace_id: str | None, span_id: str | None) -> None:
         # No caller lookup (the stdlib's findCaller walks the stack on every line): structlog lines carry
         # no file and line number, as with logging._srcfile = None.
         logger = self.stdlib
         record = logger.makeRecord(self.name, level, "(unknown file)", 0, _Rendered(line), (), None)
-        if ids:
-            record.__dict__.update(ids)
+        if trace_id is not None:
+            record.trace_id = trace_id
+            record.span_id = span_id
         logger.handle(record)
 
-    def debug(self, line: str, **ids: str) -> None:
+    def debug(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
         """A DEBUG line."""
-        self._handle(logging.DEBUG, line, ids)
+        self._handle(logging.DEBUG, line, trace_id, span_id)
 
-    def info(self, line: str, **ids: str) -> None:
+    def info(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
         """An INFO line."""
-        self._handle(logging.INFO, line, ids)
+        self._handle(logging.INFO, line, trace_id, span_id)
 
-    def warning(self, line: str, **ids: str) -> None:
+    def warning(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
         """A WARNING line."""
-        self._handle(logging.WARNING, line, ids)
+        self._handle(logging.WARNING, line, trace_id, span_id)
 
-    def error(self, line: str, **ids: str) -> None:
+    def error(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
         """An ERROR line."""
-        self._handle(logging.ERROR, line, ids)
+        self._handle(logging.ERROR, line, trace_id, span_id)
 
-    def critical(self, line: str, **ids: str) -> None:
+    def critical(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
         """A CRITICAL line."""
-        self._handle(logging.CRITICAL, line, ids)
+        self._handle(logging.CRITICAL, line, trace_id, span_id)
 
     msg = info
     warn = warning
@@ -201,6 +202,9 @@ def _drop_if_disabled(logger: WrappedLogger, method_name: str, event_dict: Event
     return event_dict
 
 
+_NO_KEYWORDS: Final[dict[str, Any]] = {}
+
+
 class _ToRecord:
     """Last processor: render the line once; its trace ids go along as record attributes."""
 
@@ -211,8 +215,8 @@ class _ToRecord:
         self, logger: WrappedLogger, method_name: str, event_dict: EventDict
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         trace_id = event_dict.get("trace_id")
-        ids = {} if trace_id is None else {"trace_id": trace_id, "span_id": event_dict.get("span_id", "")}
-        return (self._renderer(logger, method_name, event_dict),), ids
+        span_id = event_dict.get("span_id", "")
+        return (self._renderer(logger, method_name, event_dict), trace_id, span_id), _NO_KEYWORDS
 
 
 def _add_logger_name(logger: WrappedLogger, _: str, event_dict: EventDict) -> EventDict:
