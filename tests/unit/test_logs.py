@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -154,6 +155,19 @@ class ListHandler(logging.Handler):
         self.texts.append(self.format(record))
 
 
+@contextlib.contextmanager
+def lonely_logger(handler: logging.Handler) -> Iterator[logging.Logger]:
+    """A logger that does not propagate, with ``handler`` as its only handler."""
+    lonely = logging.getLogger("lonely")
+    lonely.propagate = False
+    lonely.addHandler(handler)
+    try:
+        yield lonely
+    finally:
+        lonely.removeHandler(handler)
+        lonely.propagate = True
+
+
 @pytest.fixture
 def user_handler() -> Iterator[ListHandler]:
     """A handler the user adds to the root logger after configure_logging (removed afterwards)."""
@@ -247,14 +261,8 @@ class TestStdlibScrubbing:
     def test_handler_added_later(self, captured_logs: CapturedLogs) -> None:
         """A handler added after configure_logging, to a logger that does not propagate, is covered."""
         handler = ListHandler()
-        lonely = logging.getLogger("lonely")
-        lonely.propagate = False
-        lonely.addHandler(handler)
-        try:
+        with lonely_logger(handler) as lonely:
             lonely.error("paid with %s", CARD)
-        finally:
-            lonely.removeHandler(handler)
-            lonely.propagate = True
         assert [f"ERROR|lonely|-|paid with {MASKED}"] == handler.texts
 
     def test_exception_text(self, captured_logs: CapturedLogs, user_handler: ListHandler) -> None:
@@ -274,15 +282,9 @@ class TestStdlibScrubbing:
         self, captured_logs: CapturedLogs, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """When a message cannot be formatted, the stdlib's error report shows its arguments masked."""
-        lonely = logging.getLogger("lonely")  # out of reach of pytest's own handler, which would raise
-        lonely.propagate = False
-        handler = logging.StreamHandler(io.StringIO())
-        lonely.addHandler(handler)
-        try:
+        # Out of reach of pytest's own handler on the root logger, which raises on a bad message.
+        with lonely_logger(logging.StreamHandler(io.StringIO())) as lonely:
             lonely.warning("card %d", CARD)
-        finally:
-            lonely.removeHandler(handler)
-            lonely.propagate = True
         err = capsys.readouterr().err
         assert f"Arguments: ('{MASKED}',)" in err
         assert CARD not in err
