@@ -7,7 +7,7 @@ then becomes one stdlib record of the logger of the same name, whose message is 
 propagates to the root logger's handlers like any other: tracehook's own handler writes it as it is, a
 user's file handler, Sentry or OpenTelemetry's ``LoggingHandler`` get it too.
 
-Stdlib records (Celery's, uvicorn's, a library's) are scrubbed as they are made, by a log record factory,
+Stdlib records (Celery's, uvicorn's, a library's) are scrubbed as they are made (``tracing.log_records``),
 so every handler sees them scrubbed, whoever added it and when; inside a span they carry ``trace_id`` and
 ``span_id`` as attributes, for a user's formatter. tracehook's handler renders them with the same
 processors as structlog lines. Lines at INFO and above written inside a recording span are also added to
@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from typing import IO, Any, Final
 
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from tracing.log_records import RenderedLine, install_record_factory, uninstall_record_factory
 from tracing.scrubbing import scrub_text, scrub_value
 from tracing.settings import TracingSettings, load_settings
 from tracing.spans import flatten_attributes
@@ -130,12 +130,6 @@ def _add_service(service: str) -> Processor:
 # -- structlog lines as stdlib records ---------------------------------------------------------------
 
 
-class _Rendered(str):
-    """A line structlog has rendered and scrubbed: the record factory and tracehook's handler pass it on."""
-
-    __slots__ = ()
-
-
 class _StdlibLogger:
     """structlog's wrapped logger: each rendered line becomes one record of the stdlib logger of that name."""
 
@@ -149,7 +143,7 @@ class _StdlibLogger:
         # No caller lookup (the stdlib's findCaller walks the stack on every line): structlog lines carry
         # no file and line number, as with logging._srcfile = None.
         logger = self.stdlib
-        record = logger.makeRecord(self.name, level, "(unknown file)", 0, _Rendered(line), (), None)
+        record = logger.makeRecord(self.name, level, "(unknown file)", 0, RenderedLine(line), (), None)
         if trace_id is not None:
             record.trace_id = trace_id
             record.span_id = span_id
@@ -228,67 +222,6 @@ def _add_logger_name(logger: WrappedLogger, _: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
-# -- stdlib records: scrubbed and correlated as they are made ----------------------------------------
-
-_TRACEBACKS: Final = logging.Formatter()
-_correlate_records = True
-
-
-def _scrub_record(record: logging.LogRecord) -> None:
-    try:
-        text = record.getMessage()
-    except Exception:  # the handler reports a bad format string with msg and args: scrub those
-        record.msg = scrub_value("msg", record.msg)
-        record.args = scrub_value("args", record.args)
-        return
-    clean = scrub_text(text)
-    if clean != text:
-        record.msg, record.args = clean, ()
-    if record.exc_info and record.exc_info[0] is not None:
-        text = _TRACEBACKS.formatException(record.exc_info)
-        clean = scrub_text(text)
-        if clean != text:
-            # Handlers that read the exception itself (OpenTelemetry's exception.message, Sentry) would see
-            # it unmasked: they get the masked traceback text instead, which formatters append as usual.
-            record.exc_info, record.exc_text = None, clean
-    if record.stack_info:
-        record.stack_info = scrub_text(record.stack_info)
-
-
-class _RecordFactory:
-    """Wraps the log record factory: stdlib records are scrubbed, and given the span's ids, when made."""
-
-    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
-        self.inner = inner
-
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = self.inner(*args, **kwargs)
-        if type(record.msg) is _Rendered:
-            return record
-        if _correlate_records:
-            ctx = trace.get_current_span().get_span_context()
-            if ctx.is_valid:
-                record.trace_id = format(ctx.trace_id, "032x")
-                record.span_id = format(ctx.span_id, "016x")
-        _scrub_record(record)
-        return record
-
-
-_factory: _RecordFactory | None = None
-
-
-def _install_record_factory(*, correlate: bool) -> None:
-    global _factory, _correlate_records  # noqa: PLW0603  # one record factory per process
-    _correlate_records = correlate
-    current = logging.getLogRecordFactory()
-    if current is _factory:
-        return
-    # Not ours on top: first call, or someone set a factory since (wrapping ours, or replacing it). Wrap
-    # what is there; scrubbing twice changes nothing.
-    _factory = _RecordFactory(current)
-    logging.setLogRecordFactory(_factory)
-
-
 # -- tracehook's handler ------------------------------------------------------------------------------
 
 
@@ -297,13 +230,13 @@ class _LineFormatter(structlog.stdlib.ProcessorFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The line of a structlog record, or the stdlib record rendered."""
-        if type(record.msg) is _Rendered:
+        if type(record.msg) is RenderedLine:
             return record.msg
         return super().format(record)
 
 
 def _exception_text(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """A stdlib record whose traceback was masked carries it as text only (see ``_scrub_record``)."""
+    """A stdlib record whose traceback was masked carries it as text only (see ``tracing.log_records``)."""
     record = event_dict.get("_record")
     if record is not None and record.exc_text and "exc_info" not in event_dict:
         event_dict["exception"] = record.exc_text
@@ -378,7 +311,7 @@ def configure_logging(
         context_class=dict,
         cache_logger_on_first_use=False,
     )
-    _install_record_factory(correlate=correlate)
+    install_record_factory(correlate=correlate)
     handler = logging.StreamHandler(out)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
@@ -401,11 +334,8 @@ def _remove_handler(root: logging.Logger) -> None:
 
 def reset_logging() -> None:
     """Undo :func:`configure_logging`: tracehook's handler, record factory and structlog configuration."""
-    global _factory  # noqa: PLW0603  # one record factory per process
     _remove_handler(logging.getLogger())
-    if _factory is not None and logging.getLogRecordFactory() is _factory:
-        logging.setLogRecordFactory(_factory.inner)
-    _factory = None
+    uninstall_record_factory()
     structlog.reset_defaults()
 
 
