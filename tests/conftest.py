@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracing import TracingSettings, configure_logging, configure_tracing, reset_tracing
+from tracing.logs import reset_logging
 from tracing.metrics import reset_metrics
 
 pytest_plugins = ["celery.contrib.pytest"]
@@ -30,11 +30,7 @@ def _clean_globals() -> Iterator[None]:
     reset_tracing()
     reset_metrics()
     structlog.contextvars.clear_contextvars()
-    structlog.reset_defaults()
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if handler.get_name() == "tracehook":
-            root.removeHandler(handler)
+    reset_logging()
 
 
 @pytest.fixture

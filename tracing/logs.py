@@ -1,21 +1,30 @@
-"""Structured logs correlated with traces: structlog for our code, the stdlib bridge for everyone else.
+"""Structured logs correlated with traces: every line, structlog's and stdlib's, through the root's handlers.
 
-Every line, whether it came from structlog or from a stdlib logger (Celery's, uvicorn's, a library's),
-goes through the same processors: contextvars, level, logger name, timestamp, service, ``trace_id`` and
-``span_id`` of the current span, scrubbing, then JSON (or console) rendering. Lines at INFO and above
-written inside a recording span are also added to that span as events, so Jaeger shows them in place.
+A structlog line runs through structlog's processors once (contextvars, level, logger name, timestamp,
+service, ``trace_id``/``span_id`` of the current span, scrubbing, mirroring into the span, rendering) and
+then becomes one stdlib record of the logger of the same name, whose message is the rendered line
+(structlog's "rendering within structlog" set-up). That logger's level and filters apply, and the record
+propagates to the root logger's handlers like any other: tracehook's own handler writes it as it is, a
+user's file handler, Sentry or OpenTelemetry's ``LoggingHandler`` get it too.
+
+Stdlib records (Celery's, uvicorn's, a library's) are scrubbed as they are made (``tracing.log_records``),
+so every handler sees them scrubbed, whoever added it and when; inside a span they carry ``trace_id`` and
+``span_id`` as attributes, for a user's formatter. tracehook's handler renders them with the same
+processors as structlog lines. Lines at INFO and above written inside a recording span are also added to
+that span as events, so Jaeger shows them in place.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any, Final, TextIO, cast
+from typing import IO, Any, Final
 
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from tracing.log_records import RenderedLine, install_record_factory, uninstall_record_factory
 from tracing.scrubbing import scrub_text, scrub_value
 from tracing.settings import TracingSettings, load_settings
 from tracing.spans import flatten_attributes
@@ -25,6 +34,7 @@ __all__ = [
     "configure_logging",
     "get_logger",
     "mirror_to_span",
+    "reset_logging",
     "scrub_event",
 ]
 
@@ -37,6 +47,18 @@ _LEVELS: Final = {
     "WARNING": logging.WARNING,
     "ERROR": logging.ERROR,
     "CRITICAL": logging.CRITICAL,
+}
+# structlog's method names (after its own aliasing) as stdlib levels.
+_METHOD_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
 }
 
 
@@ -105,21 +127,90 @@ def _add_service(service: str) -> Processor:
     return add_service
 
 
-class _NamedLogger(structlog.WriteLogger):
-    """structlog's fast writer, carrying the name it was asked for (for the ``logger`` field)."""
+# -- structlog lines as stdlib records ---------------------------------------------------------------
 
-    def __init__(self, file: IO[str], name: str) -> None:
-        super().__init__(cast(TextIO, file))
+
+class _StdlibLogger:
+    """structlog's wrapped logger: each rendered line becomes one record of the stdlib logger of that name."""
+
+    __slots__ = ("name", "stdlib")
+
+    def __init__(self, name: str) -> None:
         self.name = name
+        self.stdlib = logging.getLogger(name)
+
+    def _handle(self, level: int, line: str, trace_id: str | None, span_id: str | None) -> None:
+        # No caller lookup (the stdlib's findCaller walks the stack on every line): structlog lines carry
+        # no file and line number, as with logging._srcfile = None.
+        logger = self.stdlib
+        record = logger.makeRecord(self.name, level, "(unknown file)", 0, RenderedLine(line), (), None)
+        if trace_id is not None:
+            record.trace_id = trace_id
+            record.span_id = span_id
+        logger.handle(record)
+
+    def debug(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
+        """A DEBUG line."""
+        self._handle(logging.DEBUG, line, trace_id, span_id)
+
+    def info(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
+        """An INFO line."""
+        self._handle(logging.INFO, line, trace_id, span_id)
+
+    def warning(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
+        """A WARNING line."""
+        self._handle(logging.WARNING, line, trace_id, span_id)
+
+    def error(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
+        """An ERROR line."""
+        self._handle(logging.ERROR, line, trace_id, span_id)
+
+    def critical(self, line: str, trace_id: str | None = None, span_id: str | None = None) -> None:
+        """A CRITICAL line."""
+        self._handle(logging.CRITICAL, line, trace_id, span_id)
+
+    msg = info
+    warn = warning
+    exception = error
+    fatal = critical
 
 
-class _NamedLoggerFactory:
-    def __init__(self, file: IO[str]) -> None:
-        self._file = file
+class _StdlibLoggerFactory:
+    def __init__(self) -> None:
+        self._loggers: dict[str, _StdlibLogger] = {}
 
-    def __call__(self, *args: Any) -> _NamedLogger:
+    def __call__(self, *args: Any) -> _StdlibLogger:
         name = str(args[0]) if args else "app"
-        return _NamedLogger(self._file, name)
+        logger = self._loggers.get(name)
+        if logger is None:
+            logger = self._loggers[name] = _StdlibLogger(name)
+        return logger
+
+
+def _drop_if_disabled(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Drop the line before any work when its stdlib logger would (its level, or ``logging.disable``)."""
+    if isinstance(logger, _StdlibLogger) and not logger.stdlib.isEnabledFor(
+        _METHOD_LEVELS.get(method_name, logging.INFO)
+    ):
+        raise structlog.DropEvent
+    return event_dict
+
+
+_NO_KEYWORDS: Final[dict[str, Any]] = {}
+
+
+class _ToRecord:
+    """Last processor: render the line once; its trace ids go along as record attributes."""
+
+    def __init__(self, renderer: Processor) -> None:
+        self._renderer = renderer
+
+    def __call__(
+        self, logger: WrappedLogger, method_name: str, event_dict: EventDict
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        trace_id = event_dict.get("trace_id")
+        span_id = event_dict.get("span_id", "")
+        return (self._renderer(logger, method_name, event_dict), trace_id, span_id), _NO_KEYWORDS
 
 
 def _add_logger_name(logger: WrappedLogger, _: str, event_dict: EventDict) -> EventDict:
@@ -128,6 +219,27 @@ def _add_logger_name(logger: WrappedLogger, _: str, event_dict: EventDict) -> Ev
         event_dict["logger"] = record.name
     elif "logger" not in event_dict:
         event_dict["logger"] = getattr(logger, "name", "app")
+    return event_dict
+
+
+# -- tracehook's handler ------------------------------------------------------------------------------
+
+
+class _LineFormatter(structlog.stdlib.ProcessorFormatter):
+    """Writes structlog's lines as they were rendered; renders stdlib records with the shared processors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line of a structlog record, or the stdlib record rendered."""
+        if type(record.msg) is RenderedLine:
+            return record.msg
+        return super().format(record)
+
+
+def _exception_text(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """A stdlib record whose traceback was masked carries it as text only (see ``tracing.log_records``)."""
+    record = event_dict.get("_record")
+    if record is not None and record.exc_text and "exc_info" not in event_dict:
+        event_dict["exception"] = record.exc_text
     return event_dict
 
 
@@ -159,6 +271,8 @@ def configure_logging(
 ) -> None:
     """Configure structlog and the stdlib root logger to write one correlated line per event.
 
+    Every structlog line goes, rendered once, to the handlers of the stdlib logger of the same name and
+    its parents (the root's among them); stdlib records are scrubbed when made, for every handler.
     Calling it again replaces the previous configuration (handlers are not stacked).
 
     Args:
@@ -166,8 +280,8 @@ def configure_logging(
         service: the ``service`` field; the settings' service name when omitted.
         level: minimum level for every logger (e.g. ``"INFO"``).
         fmt: ``"json"`` (one JSON object per line) or ``"console"`` (for humans).
-        stream: where lines go; standard output when omitted.
-        correlate: add ``trace_id``/``span_id`` of the current span.
+        stream: where tracehook's own handler writes; standard output when omitted.
+        correlate: add ``trace_id``/``span_id`` of the current span (to lines and as record attributes).
         mirror_to_spans: add lines at INFO+ to the current recording span as events.
 
     Raises:
@@ -191,26 +305,38 @@ def configure_logging(
     )
     shared = _shared_processors(service, correlate=correlate, mirror=mirror_to_spans)
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[_drop_if_disabled, *shared, _ToRecord(renderer)],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level_name]),
-        logger_factory=_NamedLoggerFactory(out),
+        logger_factory=_StdlibLoggerFactory(),
         context_class=dict,
         cache_logger_on_first_use=False,
     )
+    install_record_factory(correlate=correlate)
     handler = logging.StreamHandler(out)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+        _LineFormatter(
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), _exception_text, *shared],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
     root = logging.getLogger()
+    _remove_handler(root)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level_name])
+
+
+def _remove_handler(root: logging.Logger) -> None:
     for existing in list(root.handlers):
         if existing.get_name() == _HANDLER_NAME:
             root.removeHandler(existing)
-    root.addHandler(handler)
-    root.setLevel(_LEVELS[level_name])
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging`: tracehook's handler, record factory and structlog configuration."""
+    _remove_handler(logging.getLogger())
+    uninstall_record_factory()
+    structlog.reset_defaults()
 
 
 def get_logger(name: str = "app", **initial: Any) -> Any:

@@ -1,0 +1,96 @@
+"""Stdlib log records scrubbed, and given the current span's ids, as they are made: for every handler.
+
+A log record factory (``logging.setLogRecordFactory``) wraps whatever factory is in place. Scrubbing when
+a record is made, rather than in a formatter, covers every handler in the process, whoever added it and
+when: a user's file handler, Sentry, OpenTelemetry's ``LoggingHandler``. A record with nothing to mask is
+left as it was (template and arguments kept); one with something to mask gets its message masked and
+formatted, its arguments emptied.
+
+Lines structlog has already rendered and scrubbed come as :class:`RenderedLine` messages and pass as
+they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from opentelemetry import trace
+
+from tracing.scrubbing import scrub_text, scrub_value
+
+__all__ = ["RenderedLine", "install_record_factory", "uninstall_record_factory"]
+
+_TRACEBACKS: Final = logging.Formatter()
+_correlate = True
+
+
+class RenderedLine(str):
+    """A log line structlog has rendered and scrubbed: the factory and tracehook's handler pass it on."""
+
+    __slots__ = ()
+
+
+def _scrub_record(record: logging.LogRecord) -> None:
+    try:
+        text = record.getMessage()
+    except Exception:  # the handler reports a bad format string with msg and args: scrub those
+        record.msg = scrub_value("msg", record.msg)
+        record.args = scrub_value("args", record.args)
+        return
+    clean = scrub_text(text)
+    if clean != text:
+        record.msg, record.args = clean, ()
+    if record.exc_info and record.exc_info[0] is not None:
+        text = _TRACEBACKS.formatException(record.exc_info)
+        clean = scrub_text(text)
+        if clean != text:
+            # Handlers that read the exception itself (OpenTelemetry's exception.message, Sentry) would see
+            # it unmasked: they get the masked traceback text instead, which formatters append as usual.
+            record.exc_info, record.exc_text = None, clean
+    if record.stack_info:
+        record.stack_info = scrub_text(record.stack_info)
+
+
+class _RecordFactory:
+    """Wraps the log record factory: stdlib records are scrubbed, and given the span's ids, when made."""
+
+    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
+        self.inner = inner
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        if type(record.msg) is RenderedLine:
+            return record
+        if _correlate:
+            ctx = trace.get_current_span().get_span_context()
+            if ctx.is_valid:
+                record.trace_id = format(ctx.trace_id, "032x")
+                record.span_id = format(ctx.span_id, "016x")
+        _scrub_record(record)
+        return record
+
+
+_factory: _RecordFactory | None = None
+
+
+def install_record_factory(*, correlate: bool) -> None:
+    """Put the scrubbing factory on top, once per process; ``correlate`` adds ``trace_id``/``span_id``."""
+    global _factory, _correlate  # noqa: PLW0603  # one record factory per process
+    _correlate = correlate
+    current = logging.getLogRecordFactory()
+    if current is _factory:
+        return
+    # Not ours on top: first call, or someone set a factory since (wrapping ours, or replacing it). Wrap
+    # what is there; scrubbing twice changes nothing.
+    _factory = _RecordFactory(current)
+    logging.setLogRecordFactory(_factory)
+
+
+def uninstall_record_factory() -> None:
+    """Put back the factory ours wrapped, if ours is still on top."""
+    global _factory  # noqa: PLW0603  # one record factory per process
+    if _factory is not None and logging.getLogRecordFactory() is _factory:
+        logging.setLogRecordFactory(_factory.inner)
+    _factory = None
