@@ -8,6 +8,10 @@ formatted, its arguments emptied.
 
 Lines structlog has already rendered and scrubbed come as :class:`RenderedLine` messages and pass as
 they are.
+
+Values given as ``extra={...}`` are set on the record by ``Logger.makeRecord`` after the factory has
+run, so that method is wrapped too (at class level, as sentry-python wraps ``Logger.callHandlers``):
+OpenTelemetry's ``LoggingHandler`` exports extras as attributes, and a formatter may print them.
 """
 
 from __future__ import annotations
@@ -73,6 +77,24 @@ class _RecordFactory:
 
 
 _factory: _RecordFactory | None = None
+_make_record: Callable[..., logging.LogRecord] | None = None
+
+
+def _scrubbing_make_record(make_record: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def makeRecord(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:  # noqa: N802
+        record = make_record(self, *args, **kwargs)
+        extra = kwargs.get("extra") if len(args) < 9 else args[8]  # its 9th parameter
+        if extra:
+            fields = record.__dict__
+            for key in extra:
+                value = fields.get(key)
+                clean = scrub_value(key, value)
+                if clean is not value:
+                    fields[key] = clean
+        return record
+
+    makeRecord.__wrapped__ = make_record  # type: ignore[attr-defined]
+    return makeRecord
 
 
 def install_record_factory(*, correlate: bool) -> None:
@@ -86,6 +108,14 @@ def install_record_factory(*, correlate: bool) -> None:
     # what is there; scrubbing twice changes nothing.
     _factory = _RecordFactory(current)
     logging.setLogRecordFactory(_factory)
+    _wrap_make_record()
+
+
+def _wrap_make_record() -> None:
+    global _make_record  # noqa: PLW0603  # one wrapper per process
+    if _make_record is None:
+        _make_record = logging.Logger.makeRecord
+        logging.Logger.makeRecord = _scrubbing_make_record(_make_record)  # type: ignore[method-assign]
 
 
 def uninstall_record_factory() -> None:
@@ -94,3 +124,7 @@ def uninstall_record_factory() -> None:
     if _factory is not None and logging.getLogRecordFactory() is _factory:
         logging.setLogRecordFactory(_factory.inner)
     _factory = None
+    global _make_record  # noqa: PLW0603
+    if _make_record is not None:
+        logging.Logger.makeRecord = _make_record  # type: ignore[method-assign]
+        _make_record = None

@@ -258,6 +258,13 @@ class TestStdlibScrubbing:
             line["event"] for line in captured_logs.lines
         ]
 
+    def test_extra_values(self, captured_logs: CapturedLogs, user_handler: ListHandler) -> None:
+        """Values given as extra={...} are masked on the record, and redacted under a sensitive key."""
+        logging.getLogger("x").warning("paid", extra={"card": CARD, "api_key": "sk_live_1", "order": "o_1"})
+        (record,) = user_handler.records
+        assert (MASKED, "[REDACTED]", "o_1") == (record.card, record.api_key, record.order)  # type: ignore[attr-defined]
+        assert CARD not in captured_logs.text
+
     def test_handler_added_later(self, captured_logs: CapturedLogs) -> None:
         """A handler added after configure_logging, to a logger that does not propagate, is covered."""
         handler = ListHandler()
