@@ -187,7 +187,7 @@ def _send(args: argparse.Namespace) -> int:
     if not secret:
         raise CliError(
             "no signing secret: pass --secret SECRET or set WEBHOOK_SECRET to the intake's secret "
-            "(whsec_<base64> or raw text)"
+            "(whsec_<base64>, as `tracehook secret` makes)"
         )
     url = args.url or settings.intake_url
     body = json.dumps(event).encode()
