@@ -96,7 +96,10 @@ def _settings_findings(env: Mapping[str, str]) -> tuple[AppSettings | None, list
                 "webhook secret",
                 "fail",
                 "WEBHOOK_SECRET is not set: the intake refuses to start",
-                "put the secret RentVine signs with in .env (WEBHOOK_SECRET=whsec_...); see .env.example",
+                "set WEBHOOK_SECRET (the secret RentVine signs with) where the intake and the sandbox start: "
+                "`export WEBHOOK_SECRET=whsec_...` (or `$(tracehook secret)` for a new one) in their shell, "
+                "or WEBHOOK_SECRET_FILE=FILE after `tracehook secret --file FILE`; docker compose reads it "
+                "from .env (see .env.example)",
             )
         )
     elif settings.allow_unsigned and not settings.webhook_secrets:
@@ -185,7 +188,8 @@ def _otlp_finding(settings: AppSettings, timeout_s: float) -> Finding:
             "fail",
             f"cannot reach {endpoint} ({type(exc).__name__})",
             "start Jaeger (`docker compose up jaeger`) or point OTEL_EXPORTER_OTLP_ENDPOINT at its "
-            "OTLP/HTTP port 4318 (Jaeger v2 has no Thrift port 14268)",
+            "OTLP/HTTP port 4318: tracehook exports OTLP only, not Jaeger Thrift (port 14268, which "
+            "Jaeger v2's built-in config opens but deploy/jaeger/config.yaml does not)",
         )
     if answer.status_code in {401, 403}:
         return Finding(
