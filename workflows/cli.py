@@ -1,7 +1,7 @@
 """The ``tracehook`` command line: run the intake and the sandbox, send a signed webhook, show a trace as a
 tree and the log lines of one trace, inspect the dead-letter list.
 
-Exit codes: 0 done, 1 an error to fix in the input (or nothing found), 2 something cannot be reached.
+Exit codes, with one meaning each for every command: :data:`EXIT_CODES` (also in ``tracehook --help``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,28 @@ import uuid
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from tracing.settings import SettingsError
 from workflows.events import FIXTURES as FIXTURE_NAMES
 
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
+EXIT_INTERRUPTED = 130
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 something to fix on your side (the command line, a setting, an input file, "
+    "nothing found, a failed check, a webhook the intake refused); 2 something could not be reached (the "
+    "intake, Jaeger, Redis, the broker); 130 interrupted."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own usage errors exit 2, which here means "could not be reached": they exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the error, and exit 1."""
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 class CliError(Exception):
@@ -70,7 +85,7 @@ def _dlq_store() -> object:
             f"cannot reach the store at {settings.redis_url} ({type(exc).__name__}); start Redis, or point "
             "REDIS_URL at the one the workers use"
         )
-        raise SystemExit(f"tracehook dlq: {msg}") from None
+        raise CliError(msg, EXIT_UNREACHABLE) from None
     return client
 
 
@@ -105,7 +120,7 @@ def _dlq_replay(args: argparse.Namespace) -> int:
         trace_id, task_id = DeadLetters(_dlq_store()).replay(args.id, producer_app())
     except KeyError:
         print(f"tracehook dlq replay: no entry {args.id!r}; see `tracehook dlq list`", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     flush_tracing()
     print(f"replayed {args.id}: task {task_id}, new trace {trace_id}")
     return 0
@@ -259,8 +274,7 @@ def _trace(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(
                 f"cannot read {args.file} ({exc.strerror or exc}); give the OTLP-JSON lines file the "
-                "services write (TRACE_EXPORTER=file:PATH) or a Jaeger v3 JSON answer",
-                EXIT_UNREACHABLE,
+                "services write (TRACE_EXPORTER=file:PATH) or a Jaeger v3 JSON answer"
             ) from None
         try:
             spans = spans_of_trace(load_spans_text(text), trace_id)
@@ -351,8 +365,7 @@ def _logs(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(
             f"cannot read {args.file} ({exc.strerror or exc}); give a log file the services write, or - "
-            "for stdin",
-            EXIT_UNREACHABLE,
+            "for stdin"
         ) from None
     follow = args.follow and args.file != "-"
     shown = 0
@@ -420,7 +433,7 @@ def _demo(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     except (KeyboardInterrupt, DemoInterruptedError):
         print("tracehook demo: interrupted; the processes it started are stopped", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0 if result.ok else EXIT_ERROR
 
 
@@ -475,8 +488,10 @@ def _add_tool_commands(commands: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tracehook``."""
-    parser = argparse.ArgumentParser(
-        prog="tracehook", description="End-to-end tracing for webhook-triggered Celery workflows."
+    parser = _Parser(
+        prog="tracehook",
+        description="End-to-end tracing for webhook-triggered Celery workflows.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"tracehook {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -568,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = run(args)
     except SettingsError as exc:
         print(f"tracehook {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except CliError as exc:
         print(f"tracehook {args.command}: {exc}", file=sys.stderr)
         return exc.code

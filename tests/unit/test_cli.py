@@ -29,7 +29,7 @@ from tests.jaeger_api import JaegerQueryApi
 from tracing import SettingsError
 from tracing.exporters import OtlpJsonFileExporter
 from workflows import _trace_view
-from workflows.cli import main
+from workflows.cli import EXIT_CODES, main
 from workflows.signing import SignatureError, StandardWebhooksVerifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -420,7 +420,7 @@ class TestTraceFromFile:
         assert "neither OTLP-JSON lines nor a Jaeger v3 answer" in capsys.readouterr().err
 
     def test_missing_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        assert 2 == main(["trace", TRACE_ID, "--file", str(tmp_path / "nope.jsonl")])
+        assert 1 == main(["trace", TRACE_ID, "--file", str(tmp_path / "nope.jsonl")])
         assert "cannot read" in capsys.readouterr().err
 
 
@@ -480,7 +480,7 @@ class TestLogs:
         assert "no log lines of trace" in capsys.readouterr().err
 
     def test_missing_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        assert 2 == main(["logs", "--trace", TRACE_ID, str(tmp_path / "nope.log")])
+        assert 1 == main(["logs", "--trace", TRACE_ID, str(tmp_path / "nope.log")])
         assert "cannot read" in capsys.readouterr().err
 
     def test_follow(self, tmp_path: Path) -> None:
@@ -684,6 +684,47 @@ class TestHelp:
         with pytest.raises(SystemExit):
             main(["logs"])
         assert "--trace" in capsys.readouterr().err
+
+
+class TestExitCodes:
+    """One meaning per exit code across every command, as ``--help`` and the README say: 1 for anything to
+    fix on the caller's side (argparse's usage errors and settings errors included), 2 only for something
+    that could not be reached."""
+
+    def test_usage_error_is_1(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """argparse's own usage errors (its default exit code is 2) exit 1."""
+        with pytest.raises(SystemExit) as exit_info:
+            main(["send"])
+        assert 1 == exit_info.value.code
+        assert "the following arguments are required" in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        "argv",
+        [["send", "work_order_created", "--url", "http://127.0.0.1:9"], ["trace", TRACE_ID], ["dlq", "list"]],
+    )
+    def test_settings_error_is_1(
+        self, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A bad setting, whatever the command, exits 1 and names the variable."""
+        monkeypatch.setenv("REDIS_URL", "http://not-redis")
+        assert 1 == main(argv)
+        assert "REDIS_URL" in capsys.readouterr().err
+
+    def test_store_unreachable_is_2(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`dlq list` with Redis at a closed port: 2, with what to do."""
+        monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{closed_port()}/0")
+        assert 2 == main(["dlq", "list"])
+        assert "cannot reach the store" in capsys.readouterr().err
+
+    def test_help_and_readme_say_the_same(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """``tracehook --help`` ends with the exit codes, and the README has the same sentence."""
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert EXIT_CODES in " ".join(capsys.readouterr().out.split())
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+        assert EXIT_CODES in " ".join(readme.split())
 
 
 class TestSecret:
