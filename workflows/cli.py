@@ -486,6 +486,30 @@ def _add_tool_commands(commands: Any) -> None:
     demo.set_defaults(run=_demo)
 
 
+_TRACING_ENVIRONMENT = """\
+  OTEL_EXPORTER_OTLP_ENDPOINT  Jaeger's OTLP/HTTP address (default http://localhost:4318), or
+                               TRACE_EXPORTER=file:PATH / console / none
+  more (sampling, logs, metrics): the README, "Configuration"
+"""
+_INTAKE_ENVIRONMENT = f"""\
+environment:
+  WEBHOOK_SECRET               the Standard Webhooks secret senders sign with (required; several,
+                               space-separated, for rotation); or WEBHOOK_SECRET_FILE, a file holding
+                               it (`tracehook secret --file FILE`); WEBHOOK_ALLOW_UNSIGNED=true accepts
+                               unsigned webhooks instead (local experiments only)
+  REDIS_URL                    dedupe keys and the broker (default redis://localhost:6379/0)
+  CELERY_BROKER_URL            another broker for the tasks (default: REDIS_URL)
+  WEBHOOK_MAX_BYTES            the largest body accepted (default 1048576)
+{_TRACING_ENVIRONMENT}"""
+_SANDBOX_ENVIRONMENT = f"""\
+environment:
+  SANDBOX_DB                   its SQLite file (default rentvine-sandbox.sqlite3)
+  SANDBOX_WEBHOOK_URL          the intake to announce changes to, as webhooks (default: none sent)
+  WEBHOOK_SECRET               signs those webhooks, as the intake's (or WEBHOOK_SECRET_FILE);
+                               without it they go unsigned
+{_TRACING_ENVIRONMENT}"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tracehook``."""
     parser = _Parser(
@@ -496,12 +520,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tracehook {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    intake = commands.add_parser("intake", help="run the webhook intake (uvicorn workflows.intake:app)")
+    intake = commands.add_parser(
+        "intake",
+        help="run the webhook intake (uvicorn workflows.intake:app)",
+        description="Run the webhook intake: POST /webhooks/rentvine, /healthz, /readyz, /metrics.",
+        epilog=_INTAKE_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     intake.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     intake.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     intake.set_defaults(run=_intake)
 
-    sandbox = commands.add_parser("sandbox", help="run the RentVine API sandbox (a local stand-in)")
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the RentVine API sandbox (a local stand-in)",
+        description="Run a local stand-in for the RentVine API (leases, work orders, payments), which "
+        "announces its changes to the intake as signed webhooks.",
+        epilog=_SANDBOX_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sandbox.add_argument("--port", type=int, default=8081, help="port (default 8081)")
     sandbox.set_defaults(run=_sandbox)

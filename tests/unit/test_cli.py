@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -680,6 +681,26 @@ class TestHelp:
         assert 0 == exit_info.value.code
         assert "usage: tracehook" in capsys.readouterr().out
 
+    @pytest.mark.parametrize(
+        ("command", "variables"),
+        [
+            ("intake", {"WEBHOOK_SECRET", "WEBHOOK_SECRET_FILE", "WEBHOOK_ALLOW_UNSIGNED", "REDIS_URL"}),
+            ("sandbox", {"SANDBOX_DB", "SANDBOX_WEBHOOK_URL", "WEBHOOK_SECRET"}),
+        ],
+    )
+    def test_servers_name_their_variables(
+        self, command: str, variables: set[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``intake --help`` and ``sandbox --help`` name the variables each needs, and only ones the settings
+        read."""
+        from tests.unit.test_compose import _known_variables  # noqa: PLC0415
+
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        named = set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", capsys.readouterr().out))
+        assert variables | {"OTEL_EXPORTER_OTLP_ENDPOINT"} <= named
+        assert not named - _known_variables() - {"OTEL_EXPORTER_OTLP_ENDPOINT"}
+
     def test_logs_needs_trace(self, capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             main(["logs"])
@@ -723,7 +744,7 @@ class TestExitCodes:
         with pytest.raises(SystemExit):
             main(["--help"])
         assert EXIT_CODES in " ".join(capsys.readouterr().out.split())
-        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
         assert EXIT_CODES in " ".join(readme.split())
 
 
