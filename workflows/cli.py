@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -130,8 +131,6 @@ def _dlq_replay(args: argparse.Namespace) -> int:
 
 
 def _secret(args: argparse.Namespace) -> int:
-    import os  # noqa: PLC0415
-
     from workflows.signing import new_secret  # noqa: PLC0415
 
     if not args.file:
@@ -190,10 +189,12 @@ def _load_event(spec: str) -> dict[str, Any]:
 def _send(args: argparse.Namespace) -> int:
     import httpx  # noqa: PLC0415
 
+    from workflows._compose import tail_route  # noqa: PLC0415
     from workflows.settings import load_app_settings  # noqa: PLC0415
     from workflows.signing import signed_headers  # noqa: PLC0415
 
-    settings = load_app_settings(service_name="tracehook-cli")
+    # The compose stack's route: with --profile tail, the link is to the tail Jaeger the apps send to.
+    settings = load_app_settings({**os.environ, **tail_route(os.environ)}, service_name="tracehook-cli")
     event = _load_event(args.event)
     if not args.keep_id:
         base = str(event.get("id") or "evt_cli")
@@ -400,12 +401,11 @@ _MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    import os  # noqa: PLC0415
-
     from workflows.doctor import run_checks  # noqa: PLC0415
 
     failed = 0
-    for finding in run_checks(os.environ, timeout_s=args.timeout, wait_s=args.wait):
+    waiting = {} if args.wait is None else {"wait_s": args.wait}
+    for finding in run_checks(os.environ, timeout_s=args.timeout, **waiting):
         print(f"{_MARKS[finding.verdict]}  {finding.check:<15} {finding.detail}", flush=True)
         if finding.fix and finding.verdict in {"fail", "warn"}:
             print(f"{'':<21} fix: {finding.fix}", flush=True)
@@ -458,7 +458,10 @@ def _add_tool_commands(commands: Any) -> None:
     )
     doctor.add_argument("--timeout", type=float, default=3.0, help="seconds per connection (default 3)")
     doctor.add_argument(
-        "--wait", type=float, default=10.0, help="seconds to wait for the probe span in Jaeger (default 10)"
+        "--wait",
+        type=float,
+        help="seconds to wait for the probe span in Jaeger (default 20, workflows.doctor.WAIT_S: longer "
+        "than the tail Jaeger's decision_wait)",
     )
     doctor.set_defaults(run=_doctor)
 

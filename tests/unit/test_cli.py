@@ -591,7 +591,13 @@ def intake(request: pytest.FixtureRequest) -> Iterator[FakeIntake]:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WEBHOOK_SECRET", "INTAKE_URL", "JAEGER_QUERY_URL"):
+    for name in (
+        "WEBHOOK_SECRET",
+        "INTAKE_URL",
+        "JAEGER_QUERY_URL",
+        "TAIL_OTLP_ENDPOINT",
+        "TAIL_JAEGER_QUERY_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -614,6 +620,27 @@ class TestSend:
         assert f"trace   {TRACE_ID}" in out
         assert f"jaeger  http://jaeger.test:16686/trace/{TRACE_ID}" in out
         assert f"event   {first['id']} (work_order.created)" in out
+
+    @pytest.mark.parametrize(
+        ("tail_host", "link"),
+        [("localhost", "tail.test:16688"), ("jaeger-tail.invalid", "jaeger.test:16686")],
+    )
+    def test_link_to_the_tail_jaeger_when_it_runs(
+        self,
+        intake: FakeIntake,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        tail_host: str,
+        link: str,
+    ) -> None:
+        """In the compose stack with ``--profile tail`` (the tail Jaeger's name resolves), the link printed is
+        the tail Jaeger's UI, where the apps send their spans; without it (the name does not resolve), the
+        plain JAEGER_QUERY_URL's."""
+        monkeypatch.setenv("JAEGER_QUERY_URL", "http://jaeger.test:16686")
+        monkeypatch.setenv("TAIL_OTLP_ENDPOINT", f"http://{tail_host}:4318")
+        monkeypatch.setenv("TAIL_JAEGER_QUERY_URL", "http://tail.test:16688")
+        assert 0 == main(["send", "work_order_created", "--url", intake.url, "--secret", SECRET])
+        assert f"jaeger  http://{link}/trace/{TRACE_ID}" in capsys.readouterr().out
 
     def test_file_keep_id_json(
         self, intake: FakeIntake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
