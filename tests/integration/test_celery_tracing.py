@@ -62,8 +62,20 @@ def root_trace_id(span: Any) -> str:
     return format(span.get_span_context().trace_id, "032x")
 
 
+def delay_to(queue: str) -> Any:
+    """``add.delay(2, 3)`` itself: ``.delay`` takes no routing options, so for this call the app's default
+    queue is the worker's (the router reads ``task_default_queue`` at each publish)."""
+    conf = tasks.app.conf
+    before = conf.task_default_queue
+    conf.task_default_queue = queue
+    try:
+        return tasks.add.delay(2, 3)
+    finally:
+        conf.task_default_queue = before
+
+
 CALLS: dict[str, Callable[[str], Any]] = {
-    "delay": lambda q: tasks.add.apply_async((2, 3), queue=q) if q else tasks.add.delay(2, 3),
+    "delay": delay_to,
     "apply_async": lambda q: tasks.add.apply_async((2, 3), queue=q),
     "send_task": lambda q: tasks.app.send_task("tests.integration.celery_app.add", (2, 3), queue=q),
     "signature": lambda q: tasks.add.s(2, 3).set(queue=q).delay(),
