@@ -34,10 +34,13 @@ class Scrape:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
         )
 
-    def label_values(self, name: str, label: str) -> set[str]:
-        """Every value ``label`` takes on the samples called ``name``."""
+    def label_values(self, name: str, label: str, *, counted: bool = False) -> set[str]:
+        """Every value ``label`` takes on the samples called ``name`` (with ``counted``, on those not at 0:
+        counters whose label values are known are exported at 0 from the start)."""
         return {
-            sample.labels[label] for sample in self.samples if sample.name == name and label in sample.labels
+            sample.labels[label]
+            for sample in self.samples
+            if sample.name == name and label in sample.labels and (sample.value or not counted)
         }
 
     def exemplar_trace_ids(self, name: str, **labels: str) -> set[str]:

@@ -22,7 +22,15 @@ from typing import Any, Final
 from opentelemetry import context as otel_context
 
 from tracing.celery_tracing import ENQUEUED_AT_HEADER, _eta_seconds, _float, _request_headers
-from tracing.metrics import QUEUE_WAIT, TASK_DURATION, TASKS, configure_metrics, count, observe
+from tracing.metrics import (
+    QUEUE_WAIT,
+    TASK_DURATION,
+    TASKS,
+    configure_metrics,
+    count,
+    observe,
+    start_at_zero,
+)
 from tracing.prometheus import metrics_registry
 from tracing.settings import TracingSettings
 from tracing.snapshots import SnapshotWriter
@@ -119,16 +127,30 @@ class CeleryMetrics:
 
     # -- processes ----------------------------------------------------------------------------------
 
-    def on_worker_init(self, **_: Any) -> None:
-        """worker_init (main process, before the pool forks): the snapshot directory and the endpoint."""
+    def on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        """worker_init (main process, before the pool forks): every task's counters at 0, the snapshot
+        directory and the endpoint."""
         try:
             settings = self._settings()
-            if not configure_metrics(settings) or not settings.worker_metrics_port:
+            if not configure_metrics(settings):
+                return
+            self._start_at_zero(getattr(sender, "app", None))
+            if not settings.worker_metrics_port:
                 return  # no endpoint, so no snapshots for it to read
             self.directory = Path(tempfile.mkdtemp(prefix="tracehook-metrics-"))
             self._serve(settings.worker_metrics_port)
         except Exception:
             _log.warning("tracehook: could not set up the worker's metrics", exc_info=True)
+
+    def _start_at_zero(self, app: Any) -> None:
+        # In the main process, whose series every scrape includes: a restarted worker's first dead letter
+        # is then an increase from 0, which the alert rules see. Celery's own tasks (celery.*) are left out:
+        # eight series each, for tasks no alert is about.
+        tasks = getattr(app, "tasks", None) or {}
+        names = sorted(
+            name for name, task in tasks.items() if self.ours(task) and not name.startswith("celery.")
+        )
+        start_at_zero(TASKS, ({"task": name, "status": status} for name in names for status in TASK_STATUSES))
 
     def _serve(self, port: int) -> None:
         from prometheus_client import start_http_server  # noqa: PLC0415

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -45,6 +45,7 @@ __all__ = [
     "metrics_enabled",
     "observe",
     "reset_metrics",
+    "start_at_zero",
 ]
 
 _log = logging.getLogger("tracing.metrics")
@@ -254,6 +255,17 @@ def count(
             instrument.add(value, _labels(spec, attributes), context=context)
     except Exception:
         _log.warning("tracehook: could not record metric %s", spec.name, exc_info=True)
+
+
+def start_at_zero(spec: MetricSpec, label_sets: Iterable[Mapping[str, Any]]) -> None:
+    """Export a counter's series for ``label_sets`` now, at 0, before anything is counted; never raises.
+
+    Prometheus's ``increase()`` sees no increase in the sample that creates a series: a series born at N
+    (a worker's first dead letter, say) hides those N events. Call this where the process starts, for the
+    label values that are known then; it does nothing where metrics are not configured.
+    """
+    for labels in label_sets:
+        count(spec, 0, labels)
 
 
 def observe(

@@ -33,7 +33,8 @@ LogFormat = Literal["json", "console"]
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-# Jaeger's Thrift HTTP collector (port 14268, path /api/traces) was retired with Jaeger v2.
+# Jaeger's Thrift HTTP collector (port 14268, path /api/traces): Jaeger v2's built-in config still opens it,
+# but OpenTelemetry removed the exporter that spoke it, and tracehook exports OTLP only.
 _THRIFT_PORT = 14268
 
 
@@ -185,7 +186,8 @@ def _otlp_endpoint(env: Mapping[str, str]) -> str:
         parts = urlsplit(_check_url("JAEGER_ENDPOINT", jaeger))
         if parts.port == _THRIFT_PORT or parts.path.rstrip("/") == "/api/traces":
             msg = (
-                f"JAEGER_ENDPOINT={jaeger!r} points at Jaeger's retired Thrift collector (port 14268). "
+                f"JAEGER_ENDPOINT={jaeger!r} points at Jaeger's Thrift collector (port 14268), which "
+                "tracehook cannot send to: OpenTelemetry removed its Jaeger Thrift exporter. "
                 "Jaeger takes OpenTelemetry's OTLP natively: set OTEL_EXPORTER_OTLP_ENDPOINT="
                 f"{parts.scheme}://{parts.hostname}:4318 (Jaeger's OTLP/HTTP port) and unset JAEGER_ENDPOINT."
             )

@@ -1,26 +1,42 @@
 """The ``tracehook`` command line: run the intake and the sandbox, send a signed webhook, show a trace as a
 tree and the log lines of one trace, inspect the dead-letter list.
 
-Exit codes: 0 done, 1 an error to fix in the input (or nothing found), 2 something cannot be reached.
+Exit codes, with one meaning each for every command: :data:`EXIT_CODES` (also in ``tracehook --help``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from tracing.settings import SettingsError
 from workflows.events import FIXTURES as FIXTURE_NAMES
 
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
+EXIT_INTERRUPTED = 130
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 something to fix on your side (the command line, a setting, an input file, "
+    "nothing found, a failed check, a webhook the intake refused); 2 something could not be reached (the "
+    "intake, Jaeger, Redis, the broker); 130 interrupted."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own usage errors exit 2, which here means "could not be reached": they exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the error, and exit 1."""
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 class CliError(Exception):
@@ -70,7 +86,7 @@ def _dlq_store() -> object:
             f"cannot reach the store at {settings.redis_url} ({type(exc).__name__}); start Redis, or point "
             "REDIS_URL at the one the workers use"
         )
-        raise SystemExit(f"tracehook dlq: {msg}") from None
+        raise CliError(msg, EXIT_UNREACHABLE) from None
     return client
 
 
@@ -105,7 +121,7 @@ def _dlq_replay(args: argparse.Namespace) -> int:
         trace_id, task_id = DeadLetters(_dlq_store()).replay(args.id, producer_app())
     except KeyError:
         print(f"tracehook dlq replay: no entry {args.id!r}; see `tracehook dlq list`", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     flush_tracing()
     print(f"replayed {args.id}: task {task_id}, new trace {trace_id}")
     return 0
@@ -115,8 +131,6 @@ def _dlq_replay(args: argparse.Namespace) -> int:
 
 
 def _secret(args: argparse.Namespace) -> int:
-    import os  # noqa: PLC0415
-
     from workflows.signing import new_secret  # noqa: PLC0415
 
     if not args.file:
@@ -175,10 +189,12 @@ def _load_event(spec: str) -> dict[str, Any]:
 def _send(args: argparse.Namespace) -> int:
     import httpx  # noqa: PLC0415
 
+    from workflows._compose import tail_route  # noqa: PLC0415
     from workflows.settings import load_app_settings  # noqa: PLC0415
     from workflows.signing import signed_headers  # noqa: PLC0415
 
-    settings = load_app_settings(service_name="tracehook-cli")
+    # The compose stack's route: with --profile tail, the link is to the tail Jaeger the apps send to.
+    settings = load_app_settings({**os.environ, **tail_route(os.environ)}, service_name="tracehook-cli")
     event = _load_event(args.event)
     if not args.keep_id:
         base = str(event.get("id") or "evt_cli")
@@ -187,7 +203,7 @@ def _send(args: argparse.Namespace) -> int:
     if not secret:
         raise CliError(
             "no signing secret: pass --secret SECRET or set WEBHOOK_SECRET to the intake's secret "
-            "(whsec_<base64> or raw text)"
+            "(whsec_<base64>, as `tracehook secret` makes)"
         )
     url = args.url or settings.intake_url
     body = json.dumps(event).encode()
@@ -259,8 +275,7 @@ def _trace(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(
                 f"cannot read {args.file} ({exc.strerror or exc}); give the OTLP-JSON lines file the "
-                "services write (TRACE_EXPORTER=file:PATH) or a Jaeger v3 JSON answer",
-                EXIT_UNREACHABLE,
+                "services write (TRACE_EXPORTER=file:PATH) or a Jaeger v3 JSON answer"
             ) from None
         try:
             spans = spans_of_trace(load_spans_text(text), trace_id)
@@ -351,8 +366,7 @@ def _logs(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(
             f"cannot read {args.file} ({exc.strerror or exc}); give a log file the services write, or - "
-            "for stdin",
-            EXIT_UNREACHABLE,
+            "for stdin"
         ) from None
     follow = args.follow and args.file != "-"
     shown = 0
@@ -387,12 +401,11 @@ _MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    import os  # noqa: PLC0415
-
     from workflows.doctor import run_checks  # noqa: PLC0415
 
     failed = 0
-    for finding in run_checks(os.environ, timeout_s=args.timeout, wait_s=args.wait):
+    waiting = {} if args.wait is None else {"wait_s": args.wait}
+    for finding in run_checks(os.environ, timeout_s=args.timeout, **waiting):
         print(f"{_MARKS[finding.verdict]}  {finding.check:<15} {finding.detail}", flush=True)
         if finding.fix and finding.verdict in {"fail", "warn"}:
             print(f"{'':<21} fix: {finding.fix}", flush=True)
@@ -420,7 +433,7 @@ def _demo(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     except (KeyboardInterrupt, DemoInterruptedError):
         print("tracehook demo: interrupted; the processes it started are stopped", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0 if result.ok else EXIT_ERROR
 
 
@@ -445,7 +458,10 @@ def _add_tool_commands(commands: Any) -> None:
     )
     doctor.add_argument("--timeout", type=float, default=3.0, help="seconds per connection (default 3)")
     doctor.add_argument(
-        "--wait", type=float, default=10.0, help="seconds to wait for the probe span in Jaeger (default 10)"
+        "--wait",
+        type=float,
+        help="seconds to wait for the probe span in Jaeger (default 20, workflows.doctor.WAIT_S: longer "
+        "than the tail Jaeger's decision_wait)",
     )
     doctor.set_defaults(run=_doctor)
 
@@ -473,20 +489,59 @@ def _add_tool_commands(commands: Any) -> None:
     demo.set_defaults(run=_demo)
 
 
+_TRACING_ENVIRONMENT = """\
+  OTEL_EXPORTER_OTLP_ENDPOINT  Jaeger's OTLP/HTTP address (default http://localhost:4318), or
+                               TRACE_EXPORTER=file:PATH / console / none
+  more (sampling, logs, metrics): the README, "Configuration"
+"""
+_INTAKE_ENVIRONMENT = f"""\
+environment:
+  WEBHOOK_SECRET               the Standard Webhooks secret senders sign with (required; several,
+                               space-separated, for rotation); or WEBHOOK_SECRET_FILE, a file holding
+                               it (`tracehook secret --file FILE`); WEBHOOK_ALLOW_UNSIGNED=true accepts
+                               unsigned webhooks instead (local experiments only)
+  REDIS_URL                    dedupe keys and the broker (default redis://localhost:6379/0)
+  CELERY_BROKER_URL            another broker for the tasks (default: REDIS_URL)
+  WEBHOOK_MAX_BYTES            the largest body accepted (default 1048576)
+{_TRACING_ENVIRONMENT}"""
+_SANDBOX_ENVIRONMENT = f"""\
+environment:
+  SANDBOX_DB                   its SQLite file (default rentvine-sandbox.sqlite3)
+  SANDBOX_WEBHOOK_URL          the intake to announce changes to, as webhooks (default: none sent)
+  WEBHOOK_SECRET               signs those webhooks, as the intake's (or WEBHOOK_SECRET_FILE);
+                               without it they go unsigned
+{_TRACING_ENVIRONMENT}"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tracehook``."""
-    parser = argparse.ArgumentParser(
-        prog="tracehook", description="End-to-end tracing for webhook-triggered Celery workflows."
+    parser = _Parser(
+        prog="tracehook",
+        description="End-to-end tracing for webhook-triggered Celery workflows.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"tracehook {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    intake = commands.add_parser("intake", help="run the webhook intake (uvicorn workflows.intake:app)")
+    intake = commands.add_parser(
+        "intake",
+        help="run the webhook intake (uvicorn workflows.intake:app)",
+        description="Run the webhook intake: POST /webhooks/rentvine, /healthz, /readyz, /metrics.",
+        epilog=_INTAKE_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     intake.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     intake.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     intake.set_defaults(run=_intake)
 
-    sandbox = commands.add_parser("sandbox", help="run the RentVine API sandbox (a local stand-in)")
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the RentVine API sandbox (a local stand-in)",
+        description="Run a local stand-in for the RentVine API (leases, work orders, payments), which "
+        "announces its changes to the intake as signed webhooks.",
+        epilog=_SANDBOX_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sandbox.add_argument("--port", type=int, default=8081, help="port (default 8081)")
     sandbox.set_defaults(run=_sandbox)
@@ -568,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = run(args)
     except SettingsError as exc:
         print(f"tracehook {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except CliError as exc:
         print(f"tracehook {args.command}: {exc}", file=sys.stderr)
         return exc.code

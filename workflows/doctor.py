@@ -26,10 +26,15 @@ from tracing.settings import SettingsError
 from workflows import _jaeger
 from workflows.settings import AppSettings, load_app_settings
 
-__all__ = ["Finding", "run_checks"]
+__all__ = ["PROBE_SERVICE", "WAIT_S", "Finding", "run_checks"]
 
 Verdict = Literal["ok", "warn", "fail", "skip"]
 _PROTOBUF: Final = {"Content-Type": "application/x-protobuf"}
+# The probe's service.name; the tail Jaeger keeps every trace of it (deploy/jaeger/config-tail.yaml).
+PROBE_SERVICE: Final = "tracehook-doctor"
+# How long the read-back waits: the tail Jaeger (compose profile `tail`) writes a trace only after its
+# decision_wait (10 s), then its batch; the plain one at once, and the check ends as soon as it reads it.
+WAIT_S: Final = 20.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class Finding:
 
 def _settings_findings(env: Mapping[str, str]) -> tuple[AppSettings | None, list[Finding]]:
     try:
-        settings = load_app_settings(env, service_name="tracehook-doctor")
+        settings = load_app_settings(env, service_name=PROBE_SERVICE)
     except SettingsError as exc:
         return None, [
             Finding("settings", "fail", str(exc), "fix the variable named above, then run doctor again")
@@ -96,7 +101,10 @@ def _settings_findings(env: Mapping[str, str]) -> tuple[AppSettings | None, list
                 "webhook secret",
                 "fail",
                 "WEBHOOK_SECRET is not set: the intake refuses to start",
-                "put the secret RentVine signs with in .env (WEBHOOK_SECRET=whsec_...); see .env.example",
+                "set WEBHOOK_SECRET (the secret RentVine signs with) where the intake and the sandbox start: "
+                "`export WEBHOOK_SECRET=whsec_...` (or `$(tracehook secret)` for a new one) in their shell, "
+                "or WEBHOOK_SECRET_FILE=FILE after `tracehook secret --file FILE`; docker compose reads it "
+                "from .env (see .env.example)",
             )
         )
     elif settings.allow_unsigned and not settings.webhook_secrets:
@@ -166,7 +174,7 @@ def _probe_request(trace_id: str | None = None) -> bytes:
     if trace_id is None:
         return bytes(ExportTraceServiceRequest().SerializeToString())
     memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "tracehook-doctor"}))
+    provider = TracerProvider(resource=Resource.create({"service.name": PROBE_SERVICE}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     with provider.get_tracer("tracehook.doctor").start_as_current_span("doctor.probe") as span:
         span.set_attribute("doctor.probe_id", uuid.uuid4().hex)
@@ -185,7 +193,8 @@ def _otlp_finding(settings: AppSettings, timeout_s: float) -> Finding:
             "fail",
             f"cannot reach {endpoint} ({type(exc).__name__})",
             "start Jaeger (`docker compose up jaeger`) or point OTEL_EXPORTER_OTLP_ENDPOINT at its "
-            "OTLP/HTTP port 4318 (Jaeger v2 has no Thrift port 14268)",
+            "OTLP/HTTP port 4318: tracehook exports OTLP only, not Jaeger Thrift (port 14268, which "
+            "Jaeger v2's built-in config opens but deploy/jaeger/config.yaml does not)",
         )
     if answer.status_code in {401, 403}:
         return Finding(
@@ -255,7 +264,9 @@ def _round_trip_finding(settings: AppSettings, timeout_s: float, wait_s: float) 
     )
 
 
-def run_checks(env: Mapping[str, str], *, timeout_s: float = 3.0, wait_s: float = 10.0) -> Iterator[Finding]:
+def run_checks(
+    env: Mapping[str, str], *, timeout_s: float = 3.0, wait_s: float = WAIT_S
+) -> Iterator[Finding]:
     """Run every check in order, yielding each finding as soon as it is known."""
     settings, found = _settings_findings(env)
     yield from found

@@ -40,7 +40,13 @@ from tracing.prometheus import metrics_registry, render
 from workflows._fastapi import telemetry_off
 from workflows.correlation import entity_ids, find_source
 from workflows.events import EventError, classify_priority, parse_event
-from workflows.metrics import INTAKE_DURATION, WEBHOOKS_RECEIVED, event_type_label, outcome_of
+from workflows.metrics import (
+    INTAKE_DURATION,
+    WEBHOOKS_RECEIVED,
+    event_type_label,
+    outcome_of,
+    start_intake_counters,
+)
 from workflows.queue import TASK_NAME, producer_app
 from workflows.settings import AppSettings, load_app_settings
 from workflows.signing import SignatureError, StandardWebhooksVerifier, Verifier
@@ -324,6 +330,7 @@ def create_app(
         configure_tracing(settings.tracing)
         configure_logging(settings.tracing)
         configure_metrics(settings.tracing)
+    start_intake_counters()
     # No retries with backoff: a Redis that is down must give the sender a quick 503, not hold a thread.
     store = store or open_store(
         settings.redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)

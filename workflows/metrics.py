@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from tracing.metrics import DURATION_BUCKETS_S, MetricSpec, define
+from tracing.metrics import DURATION_BUCKETS_S, MetricSpec, define, start_at_zero
 from workflows.events import EVENT_TYPES
 
 __all__ = [
@@ -25,11 +25,13 @@ __all__ = [
     "event_type_label",
     "outcome_of",
     "priority_label",
+    "start_intake_counters",
+    "start_worker_counters",
 ]
 
 UNKNOWN: Final = "unknown"
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
-_PRIORITIES: Final = frozenset({"low", "normal", "high", "emergency"})
+_PRIORITIES: Final = ("low", "normal", "high", "emergency")
 # The intake's error codes (DESIGN.md "Webhook contract") as outcomes of tracehook_webhooks_received_total.
 _OUTCOMES: Final = {
     "payload_too_large": "too_large",
@@ -114,3 +116,20 @@ def priority_label(value: Any) -> str:
 def outcome_of(code: str) -> str:
     """The outcome label of one of the intake's error codes."""
     return _OUTCOMES.get(code, "rejected")
+
+
+def start_intake_counters() -> None:
+    """Every (event type, outcome) of ``tracehook_webhooks_received_total`` at 0, at the intake's start."""
+    start_at_zero(
+        WEBHOOKS_RECEIVED,
+        (
+            {"event_type": kind, "outcome": outcome}
+            for kind in (*EVENT_TYPES, UNKNOWN)
+            for outcome in WEBHOOK_OUTCOMES
+        ),
+    )
+
+
+def start_worker_counters() -> None:
+    """Every priority of ``tracehook_work_orders_total`` at 0, at the worker's start."""
+    start_at_zero(WORK_ORDERS, ({"priority": priority} for priority in _PRIORITIES))

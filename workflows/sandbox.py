@@ -229,7 +229,7 @@ class WebhookAnnouncer:
 
     Args:
         url: where to POST (the intake's ``/webhooks/rentvine``).
-        secret: the signing secret (``whsec_...`` or raw text); unsigned when None.
+        secret: the signing secret (as :func:`workflows.signing.decode_secret` reads it); unsigned when None.
         timeout_s: per-request timeout.
     """
 

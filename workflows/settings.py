@@ -41,7 +41,7 @@ class AppSettings:
         if not self.webhook_secrets and not self.allow_unsigned:
             msg = (
                 "WEBHOOK_SECRET is not set: the intake will not accept unsigned webhooks. Set WEBHOOK_SECRET "
-                "(whsec_<base64> or raw text; several, space-separated, for rotation), or "
+                "(whsec_<base64> as `tracehook secret` makes; several, space-separated, for rotation), or "
                 "WEBHOOK_ALLOW_UNSIGNED=true for local experiments only."
             )
             raise SettingsError(msg)

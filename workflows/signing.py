@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -32,6 +33,7 @@ __all__ = [
 
 TOLERANCE_S: Final = 300
 _PREFIX: Final = "whsec_"
+_BASE64: Final = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def new_secret() -> str:
@@ -50,20 +52,39 @@ class Verifier(Protocol):
         """Return if the request is authentic; raise :class:`SignatureError` otherwise."""
 
 
+def _base64(text: str) -> bytes | None:
+    """``text`` as standard base64 with or without its ``=`` padding; None when it is not base64."""
+    if not _BASE64.fullmatch(text) or len(text.rstrip("=")) % 4 == 1:
+        return None
+    try:
+        return base64.b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def decode_secret(secret: str) -> bytes:
-    """The key bytes of a secret: ``whsec_<base64>`` decoded, anything else taken as raw text.
+    """The key bytes of a secret, read as the Standard Webhooks libraries read it, where they agree.
+
+    ``whsec_<base64>`` and bare ``<base64>`` (standard alphabet, ``=`` padding optional) are the base64
+    decoded, as the reference library (``standardwebhooks``) and svix read them. Any other text, which
+    cannot be base64 (a character outside ``A-Z a-z 0-9 + / =``, or a length no base64 has), is the key as
+    UTF-8 bytes: the reference library would silently drop those characters and sign with another key, so
+    such a secret works only with senders that use its raw bytes.
 
     Raises:
-        ValueError: a ``whsec_`` secret whose base64 does not decode.
+        ValueError: a ``whsec_`` secret that is not base64 after the prefix, or a secret with no key bytes.
     """
     secret = secret.strip()
-    if secret.startswith(_PREFIX):
-        try:
-            return base64.b64decode(secret.removeprefix(_PREFIX), validate=True)
-        except (binascii.Error, ValueError):
-            msg = "WEBHOOK_SECRET: a whsec_ secret must be base64 after the prefix"
-            raise ValueError(msg) from None
-    return secret.encode()
+    body = secret.removeprefix(_PREFIX)
+    key = _base64(body)
+    if key is None and secret.startswith(_PREFIX):
+        msg = "WEBHOOK_SECRET: after whsec_, a secret must be base64 (A-Z a-z 0-9 + /, = padding optional)"
+        raise ValueError(msg)
+    key = secret.encode() if key is None else key
+    if not key:
+        msg = "WEBHOOK_SECRET: a secret must have at least one byte of key"
+        raise ValueError(msg)
+    return key
 
 
 def sign(key: bytes, msg_id: str, timestamp: int | str, body: bytes) -> str:

@@ -19,7 +19,10 @@ import pytest
 
 from tests.e2e.conftest import Stack, free_port, fresh, start, wait_http, worker_command
 from tests.metrics_scrape import Expected, Scrape, scrape, wait_for_values
+from tracing.celery_metrics import TASK_STATUSES
 from workflows.dlq import DeadLetters
+from workflows.events import EVENT_TYPES
+from workflows.metrics import WEBHOOK_OUTCOMES
 from workflows.signing import signed_headers
 
 pytestmark = pytest.mark.e2e
@@ -100,6 +103,31 @@ def workflows(number: int, workflow: str, status: str = "completed") -> Expected
 
 def tasks(number: int, status: str) -> Expected:
     return number, "tracehook_tasks_total", {"task": TASK, "status": status}
+
+
+class TestCountersStartAtZero:
+    """Before any webhook or task, the counters the alerts take increase() of are exported at 0, so the
+    first dead letter or 503 after a start is an increase Prometheus sees (a series born at 1 is not)."""
+
+    def test_before_anything_happened(self, metered: Metered) -> None:
+        """Every status of the worker's task, every priority of work orders, and every (event type,
+        outcome) at the intake: present, and 0. (First in this module: nothing was sent yet.)"""
+        worker, intake = scrape(metered.worker_metrics), scrape(metered.intake_metrics)
+        expected_tasks = {(TASK, status) for status in TASK_STATUSES}
+        assert expected_tasks == {
+            (s.labels["task"], s.labels["status"])
+            for s in worker.samples
+            if s.name == "tracehook_tasks_total"
+        }
+        assert {"low", "normal", "high", "emergency"} == worker.label_values(
+            "tracehook_work_orders_total", "priority"
+        )
+        received = "tracehook_webhooks_received_total"
+        assert {(kind, outcome) for kind in (*EVENT_TYPES, "unknown") for outcome in WEBHOOK_OUTCOMES} == {
+            (s.labels["event_type"], s.labels["outcome"]) for s in intake.samples if s.name == received
+        }
+        assert 0 == worker.value("tracehook_tasks_total") + worker.value("tracehook_work_orders_total")
+        assert 0 == intake.value(received)
 
 
 class TestCountsMatchWhatWasSent:

@@ -132,6 +132,9 @@ class TestDoctorFindsProblems:
         assert "FAIL  sampling" in done.stdout
         assert "set TRACE_SAMPLING_RATE between 0.1 and 1.0" in done.stdout
         assert "FAIL  webhook secret" in done.stdout
+        # Where the intake reads it, not only compose's .env.
+        assert "export WEBHOOK_SECRET=" in done.stdout
+        assert "WEBHOOK_SECRET_FILE" in done.stdout
         assert ".env.example" in done.stdout
 
     def test_retired_jaeger_endpoint(self) -> None:
@@ -157,6 +160,10 @@ class TestDoctorFindsProblems:
         for check in ("redis", "otlp endpoint", "jaeger query"):
             assert f"FAIL  {check}" in done.stdout
         assert "start Redis" in done.stdout
+        assert "OTLP/HTTP port 4318" in done.stdout
+        # Jaeger 2.11.0's built-in config opens Thrift on 14268; only ours leaves it out.
+        assert "no Thrift port" not in done.stdout
+        assert "deploy/jaeger/config.yaml does not" in done.stdout
         assert "skip  round trip" in done.stdout
         assert "3 problem(s) found" in done.stderr
 

@@ -17,8 +17,9 @@ from tests.integration.test_intake import close_publisher, closed_port, make_pub
 from tests.metrics_scrape import Scrape
 from tracing import TracingSettings
 from tracing.metrics import configure_metrics
-from workflows.events import load_fixture
+from workflows.events import EVENT_TYPES, load_fixture
 from workflows.intake import ROUTE, create_app
+from workflows.metrics import WEBHOOK_OUTCOMES
 from workflows.settings import AppSettings
 from workflows.signing import signed_headers
 
@@ -93,7 +94,7 @@ class TestOutcomes:
             made_up = {**event(), "type": f"lease.made_up_{index}"}
             assert 422 == (await post(client, secret, made_up)).status_code
         metrics = await scraped(client)
-        assert {"unknown"} == metrics.label_values(RECEIVED, "event_type")
+        assert {"unknown"} == metrics.label_values(RECEIVED, "event_type", counted=True)
         assert 5 == metrics.value(RECEIVED, event_type="unknown", outcome="rejected_schema")
 
     async def test_queued_and_duplicate(
@@ -129,6 +130,19 @@ class TestOutcomes:
         finally:
             close_publisher(publisher)
         assert 1 == metrics.value(RECEIVED, event_type="lease.expiring", outcome="broker_unavailable")
+
+
+class TestCountersStartAtZero:
+    """A fresh intake exports every (event type, outcome) at 0 before any webhook, so the first 503 after
+    a start is an increase Prometheus sees (TracehookQueueUnavailable)."""
+
+    async def test_before_any_webhook(self, client: httpx.AsyncClient) -> None:
+        """Each known event type and ``unknown``, with each outcome: present, and all 0."""
+        metrics = await scraped(client)
+        assert {(kind, outcome) for kind in (*EVENT_TYPES, "unknown") for outcome in WEBHOOK_OUTCOMES} == {
+            (s.labels["event_type"], s.labels["outcome"]) for s in metrics.samples if s.name == RECEIVED
+        }
+        assert 0 == metrics.value(RECEIVED)
 
 
 class TestMetricsNeverFailARequest:

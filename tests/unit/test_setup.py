@@ -225,7 +225,8 @@ class TestBoundedFlush:
                 pass
             started = time.monotonic()
             assert not flush_tracing(timeout_s=5.0)
-            assert time.monotonic() - started < 2.5
+            # Waiting for the export would take the whole 5 s; giving up takes ~1 s, even on a busy machine.
+            assert time.monotonic() - started < 4.0
         finally:
             stuck.release.set()
 
@@ -238,7 +239,7 @@ class TestBoundedFlush:
                 pass
             started = time.monotonic()
             shutdown_tracing(timeout_s=5.0)
-            assert time.monotonic() - started < 2.5
+            assert time.monotonic() - started < 4.0
         finally:
             stuck.release.set()
 
