@@ -1,4 +1,4 @@
-"""tracehook's OTLP span encoder writes exactly the SDK encoder's bytes."""
+"""tracehook's OTLP span encoder writes exactly the SDK encoder's bytes, and its exporter sends them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -23,9 +24,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-from tracing import _otlp_encode
+from tests.otlp_receiver import OtlpReceiver
+from tracing import TracingSettings, _otlp_encode, _otlp_export, load_settings
 from tracing._otlp_encode import encode_spans, encode_spans_upstream
+from tracing._otlp_export import TracehookOTLPSpanExporter
 from tracing.processors import ScrubbingSpanExporter
+from tracing.settings import SettingsError
+from tracing.setup import build_exporter
 
 
 class Colour(enum.StrEnum):
@@ -465,3 +470,95 @@ class TestFallback:
         """Spans given as a one-pass iterable are encoded as a list would be."""
         spans = corpus.make(5)
         assert encode_spans_upstream(spans) == encode_spans(span for span in spans)  # type: ignore[arg-type]
+
+
+class TestSetting:
+    """TRACEHOOK_OTLP_ENCODER chooses the encoder; tracehook's is the default."""
+
+    @pytest.mark.parametrize(
+        ("env", "encoder", "exporter_class"),
+        [
+            ({}, "tracehook", TracehookOTLPSpanExporter),
+            ({"TRACEHOOK_OTLP_ENCODER": "tracehook"}, "tracehook", TracehookOTLPSpanExporter),
+            ({"TRACEHOOK_OTLP_ENCODER": " Upstream "}, "upstream", OTLPSpanExporter),
+        ],
+        ids=["default", "tracehook", "upstream"],
+    )
+    def test_choice(self, env: dict[str, str], encoder: str, exporter_class: type) -> None:
+        """tracehook's exporter by default; ``upstream`` gives the SDK's own exporter, encoder and all."""
+        settings = load_settings(env)
+        assert encoder == settings.otlp_encoder
+        exporter = build_exporter(settings)
+        assert exporter is not None
+        try:
+            assert exporter_class is type(exporter)
+        finally:
+            exporter.shutdown()
+
+    def test_bad_value_names_the_variable(self) -> None:
+        """Any other value is an error naming the variable, from the environment or built directly."""
+        with pytest.raises(SettingsError, match="TRACEHOOK_OTLP_ENCODER='protobuf'"):
+            load_settings({"TRACEHOOK_OTLP_ENCODER": "protobuf"})
+        with pytest.raises(SettingsError, match="TRACEHOOK_OTLP_ENCODER"):
+            TracingSettings(otlp_encoder="fast")  # type: ignore[arg-type]
+
+
+class TestExporter:
+    """The exporter is the SDK's, encoding with tracehook's encoder."""
+
+    def test_fast_path_active(self, monkeypatch: pytest.MonkeyPatch, corpus: Corpus) -> None:
+        """With the SDK installed, export() encodes each batch once, with tracehook's encoder."""
+        calls: list[int] = []
+
+        def counting(spans: Sequence[ReadableSpan]) -> bytes:
+            calls.append(len(spans))
+            return encode_spans(spans)
+
+        assert _otlp_export.FAST_EXPORT
+        monkeypatch.setattr(_otlp_export, "encode_spans", counting)
+        with OtlpReceiver() as receiver:
+            exporter = TracehookOTLPSpanExporter(endpoint=receiver.traces_url, timeout=5)
+            assert SpanExportResult.SUCCESS == exporter.export(corpus.make(3))
+            exporter.shutdown()
+        assert [3] == calls
+
+    def test_sdk_checks_still_apply(self, corpus: Corpus, caplog: pytest.LogCaptureFixture) -> None:
+        """The SDK's max_request_size check and shutdown still run around the encoder."""
+        spans = corpus.make(4)
+        with OtlpReceiver() as receiver:
+            small = TracehookOTLPSpanExporter(endpoint=receiver.traces_url, timeout=5, max_request_size=16)
+            with caplog.at_level(logging.WARNING):
+                assert SpanExportResult.FAILURE == small.export(spans)
+            assert any("exceeds max_request_size" in record.getMessage() for record in caplog.records)
+            exporter = TracehookOTLPSpanExporter(endpoint=receiver.traces_url, timeout=5)
+            exporter.shutdown()
+            assert SpanExportResult.FAILURE == exporter.export(spans)
+            assert 0 == receiver.request_count
+
+    def test_receiver_decodes_the_same_spans(self, corpus: Corpus) -> None:
+        """The real OTLP receiver decodes from tracehook's exporter the spans the SDK's exporter sends."""
+        spans = corpus.make(64)
+        # NaN is not equal to itself: leave it out of this comparison (the byte tests cover it).
+        spans = [
+            span for span in spans if not any(_has_nan(value) for value in (span.attributes or {}).values())
+        ]
+        assert len(spans) > 40
+        received = {}
+        for exporter_class in (OTLPSpanExporter, TracehookOTLPSpanExporter):
+            with OtlpReceiver() as receiver:
+                exporter = exporter_class(endpoint=receiver.traces_url, timeout=5)
+                assert SpanExportResult.SUCCESS == exporter.export(spans)
+                exporter.shutdown()
+                received[exporter_class] = receiver.spans
+        assert len(spans) == len(received[OTLPSpanExporter])
+        assert received[OTLPSpanExporter] == received[TracehookOTLPSpanExporter]
+
+
+def _has_nan(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, tuple | list):
+        return any(_has_nan(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_nan(item) for item in value.values())
+    return False
