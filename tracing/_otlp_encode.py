@@ -370,6 +370,8 @@ def _span(span: ReadableSpan) -> bytes:  # noqa: PLR0912, PLR0915  # one call pe
         attributes: Any = span._attributes
         events: Any = span._events
         links: Any = span._links
+        if events is None or links is None:
+            raise _UnsupportedError("no events or links: the properties fail")
         dropped_attributes = attributes.dropped if isinstance(attributes, BoundedAttributes) else 0
         dropped_events = dropped_links = 0
         if isinstance(events, BoundedList):
