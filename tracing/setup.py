@@ -76,7 +76,10 @@ def build_exporter(settings: TracingSettings) -> SpanExporter | None:
         return OtlpJsonFileExporter(settings.exporter_path)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
 
-    return OTLPSpanExporter(
+    from tracing._otlp_export import TracehookOTLPSpanExporter  # noqa: PLC0415
+
+    exporter_class = TracehookOTLPSpanExporter if settings.otlp_encoder == "tracehook" else OTLPSpanExporter
+    return exporter_class(
         endpoint=settings.otlp_endpoint,
         headers=dict(settings.otlp_headers) or None,
         timeout=settings.otlp_timeout_s,
