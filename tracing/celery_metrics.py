@@ -12,16 +12,15 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
-from tracing.celery_tracing import ENQUEUED_AT_HEADER, _eta_seconds, _float, _request_headers
 from tracing.metrics import (
     QUEUE_WAIT,
     TASK_DURATION,
@@ -70,9 +69,7 @@ class CeleryMetrics:
 
     ours: Callable[[Any], bool]
     settings: TracingSettings | None = None
-    default_queue: Callable[[], str] = lambda: "celery"
     directory: Path | None = None
-    _started: dict[str, list[tuple[float, otel_context.Context]]] = field(default_factory=dict)
     _server: Any = None
     _writer: SnapshotWriter | None = None
 
@@ -82,45 +79,22 @@ class CeleryMetrics:
 
         return self.settings or current_settings() or load_settings(service_name="tracehook-worker")
 
-    # -- tasks --------------------------------------------------------------------------------------
+    # -- tasks (called by CeleryInstrumentation's task_prerun and task_postrun handlers) ----------------
 
-    def on_prerun(self, task_id: str | None = None, task: Any = None, **_: Any) -> None:
-        """task_prerun: the queue wait, and the start of the attempt (with the run span, for exemplars)."""
-        if task is None or task_id is None or not self.ours(task):
-            return
+    def waited(self, queue: str, wait_s: float, span: Span) -> None:
+        """An attempt started after ``wait_s`` in ``queue`` (publish, or ETA, to start); never raises."""
         try:
-            now = time.time()
-            ctx = otel_context.get_current()
-            request = task.request
-            enqueued = _float(_request_headers(request).get(ENQUEUED_AT_HEADER))
-            if enqueued is not None:
-                eta = _eta_seconds(getattr(request, "eta", None))
-                ready = eta if eta is not None and eta > enqueued else enqueued
-                delivery = getattr(request, "delivery_info", None) or {}
-                queue = str(delivery.get("routing_key") or self.default_queue())
-                observe(QUEUE_WAIT, max(0.0, now - ready), {"queue": queue}, context=ctx)
-            self._started.setdefault(task_id, []).append((time.perf_counter(), ctx))
+            observe(QUEUE_WAIT, max(0.0, wait_s), {"queue": queue}, context=trace.set_span_in_context(span))
         except Exception:
-            _log.warning("tracehook: could not start the metrics of task %s", task_id, exc_info=True)
+            _log.warning("tracehook: could not record the queue wait of a task", exc_info=True)
 
-    def on_postrun(
-        self, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
-    ) -> None:
-        """task_postrun: the attempt's duration and its outcome."""
-        if task_id is None:
-            return
-        stack = self._started.get(task_id)
-        if not stack:
-            return
-        started, ctx = stack.pop()
-        if not stack:
-            del self._started[task_id]
+    def ran(self, task_id: str, name: str, state: str | None, duration_s: float, span: Span) -> None:
+        """An attempt ended with Celery's ``state`` (None: interrupted) after ``duration_s``; never raises."""
         try:
-            name = str(getattr(task, "name", "unknown"))
             status = _overrides.pop(task_id, None) or (
                 "interrupted" if state is None else _STATUSES.get(str(state), "other")
             )
-            observe(TASK_DURATION, time.perf_counter() - started, {"task": name}, context=ctx)
+            observe(TASK_DURATION, duration_s, {"task": name}, context=trace.set_span_in_context(span))
             count(TASKS, 1, {"task": name, "status": status})
         except Exception:
             _log.warning("tracehook: could not record the metrics of task %s", task_id, exc_info=True)
@@ -205,8 +179,3 @@ class CeleryMetrics:
                 self.directory = None
         except Exception:
             _log.warning("tracehook: could not stop the worker's metrics", exc_info=True)
-
-    @property
-    def running_tasks(self) -> int:
-        """Task attempts started and not yet ended in this process."""
-        return sum(len(stack) for stack in self._started.values())

@@ -318,6 +318,10 @@ class CeleryInstrumentation:
                 _log.debug("tracehook: log_context hook failed", exc_info=True)
         log_tokens = structlog.contextvars.bind_contextvars(**log_fields)
         self._running.setdefault(task_id, []).append(_Running(span, token, log_tokens, time.perf_counter()))
+        if self.metrics is not None:
+            wait_ms = attributes.get("celery.queue_wait_ms")
+            if wait_ms is not None:
+                self.metrics.waited(attributes["messaging.destination.name"], wait_ms / 1000, span)
 
     def _run_attributes(
         self, task_id: str, task: Any, request: Any, carrier: Mapping[str, Any], now: float
@@ -421,7 +425,10 @@ class CeleryInstrumentation:
                 span.set_status(Status(StatusCode.ERROR, "task interrupted before it finished"))
             else:
                 span.set_attribute("celery.state", str(state))
-            span.set_attribute("celery.duration_ms", round((time.perf_counter() - running.started) * 1000, 3))
+            duration_s = time.perf_counter() - running.started
+            span.set_attribute("celery.duration_ms", round(duration_s * 1000, 3))
+            if self.metrics is not None:
+                self.metrics.ran(task_id, str(getattr(task, "name", "unknown")), state, duration_s, span)
         except Exception:
             _log.debug("tracehook: could not annotate task span", exc_info=True)
         finally:
@@ -694,10 +701,9 @@ def _eta_seconds(eta: Any) -> float | None:
 
 
 def _connect_metrics(inst: CeleryInstrumentation, signals: Any, *, configure_worker: bool) -> None:
-    # After the tracing handlers: task_prerun then finds the run span current, for the exemplars.
+    # The task metrics are recorded by the tracing handlers (one receiver per signal, the request read
+    # once): CeleryInstrumentation calls task_metrics.waited and .ran.
     task_metrics = inst.metrics
-    inst.connect(signals.task_prerun, task_metrics.on_prerun)
-    inst.connect(signals.task_postrun, task_metrics.on_postrun)
     if configure_worker:
         inst.connect(signals.worker_init, task_metrics.on_worker_init)
         inst.connect(signals.worker_process_init, task_metrics.on_process_init)
@@ -787,7 +793,7 @@ def instrument_celery(
     if metrics:
         from tracing.celery_metrics import CeleryMetrics  # noqa: PLC0415
 
-        inst.metrics = CeleryMetrics(ours=inst._ours, settings=settings, default_queue=inst._default_queue)
+        inst.metrics = CeleryMetrics(ours=inst._ours, settings=settings)
         if configure_worker:
             # Before the span flush, which may wait flush_timeout_s for an unreachable endpoint: a child's
             # last metrics snapshot must not wait behind it.

@@ -11,7 +11,6 @@ exemplars (trace id and span id of a recorded value) survive the merge: the late
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import copy
 import json
@@ -23,9 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from opentelemetry.sdk.metrics.export import Histogram
-
-from tracing.metrics import collect_metrics
+from tracing import metrics
 
 __all__ = ["Snapshot", "SnapshotDirectory", "SnapshotWriter", "merge_snapshots", "process_snapshot"]
 
@@ -46,59 +43,9 @@ def _reinit_after_fork() -> None:
 os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
-def _series_key(labels: dict[str, str]) -> str:
-    return json.dumps(labels, sort_keys=True)
-
-
-def _point(metric_name: str, point: Any, memory: dict[tuple[str, str, int], list[Any]]) -> dict[str, Any]:
-    labels = {str(key): str(value) for key, value in (point.attributes or {}).items()}
-    if not hasattr(point, "bucket_counts"):
-        return {"labels": labels, "value": float(point.value)}
-    bounds = [float(bound) for bound in point.explicit_bounds]
-    key = _series_key(labels)
-    for exemplar in point.exemplars or ():
-        if not exemplar.trace_id:
-            continue
-        index = bisect.bisect_left(bounds, exemplar.value)
-        memory[(metric_name, key, index)] = [
-            format(exemplar.trace_id, "032x"),
-            format(exemplar.span_id or 0, "016x"),
-            float(exemplar.value),
-            exemplar.time_unix_nano / 1e9,
-        ]
-    exemplars = {
-        str(i): memory[(metric_name, key, i)]
-        for i in range(len(bounds) + 1)
-        if (metric_name, key, i) in memory
-    }
-    return {
-        "labels": labels,
-        "bounds": bounds,
-        "counts": [int(count) for count in point.bucket_counts],
-        "sum": float(point.sum),
-        "count": int(point.count),
-        "exemplars": exemplars,
-    }
-
-
 def process_snapshot() -> Snapshot:
     """This process's metrics, JSON-able: ``{name: {kind, description, series: {key: point}}}``."""
-    result: Snapshot = {}
-    with _lock:
-        data, memory = collect_metrics()
-        if data is None:
-            return result
-        for resource_metrics in data.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    kind = "histogram" if isinstance(metric.data, Histogram) else "counter"
-                    entry = result.setdefault(
-                        metric.name, {"kind": kind, "description": metric.description or "", "series": {}}
-                    )
-                    for point in metric.data.data_points:
-                        parsed = _point(metric.name, point, memory)
-                        entry["series"][_series_key(parsed["labels"])] = parsed
-    return result
+    return metrics.snapshot()
 
 
 def _add_point(into: dict[str, Any], point: dict[str, Any]) -> None:

@@ -161,7 +161,7 @@ class TestMetricsNeverFailARequest:
         def broken(*_: Any, **__: Any) -> Any:
             raise RuntimeError("meter exploded")
 
-        monkeypatch.setattr("tracing.metrics._instrument", broken)
+        monkeypatch.setattr("tracing.metrics._key", broken)
         msg_id = f"msg_{uuid.uuid4().hex}"
         try:
             assert 202 == (await post(client, secret, event(), **{"webhook-id": msg_id})).status_code

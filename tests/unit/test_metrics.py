@@ -97,12 +97,12 @@ class TestRecording:
     def test_a_failing_instrument_never_raises(
         self, metrics: TracingSettings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """An exception inside the SDK is caught and logged; the caller goes on."""
+        """An exception inside the aggregation is caught and logged; the caller goes on."""
 
         def broken(*_: Any, **__: Any) -> Any:
-            raise RuntimeError("meter exploded")
+            raise RuntimeError("aggregation exploded")
 
-        monkeypatch.setattr("tracing.metrics._instrument", broken)
+        monkeypatch.setattr("tracing.metrics._key", broken)
         count(TASKS, 1, {"task": "t", "status": "succeeded"})
         observe(TASK_DURATION, 1.0, {"task": "t"})
         assert 2 == sum("could not record metric" in record.getMessage() for record in caplog.records)
