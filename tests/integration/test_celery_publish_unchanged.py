@@ -81,9 +81,14 @@ CONFIGURATIONS: dict[str, Callable[[Celery, str], None]] = {
 }
 
 
+def _add(x: int, y: int) -> int:
+    return x + y
+
+
 def _app(name: str, broker: str) -> Celery:
     app = Celery(f"{name}-{uuid.uuid4().hex[:6]}", broker=broker, set_as_current=False)
-    app.task(name=TASK)(lambda x, y: x + y)
+    # Not shared: a shared task would be added to every app this test process finalizes afterwards.
+    app.task(name=TASK, shared=False)(_add)
     return app
 
 
