@@ -74,15 +74,27 @@ class OtlpSink:
         with self._lock:
             self._bodies.append((body, encoding))
 
+    @property
+    def request_count(self) -> int:
+        """How many export requests arrived so far."""
+        with self._lock:
+            return len(self._bodies)
+
     def counts(self) -> Counter[tuple[str, str, bool]]:
         """Decode everything received so far: spans per (service, kind, has a parent)."""
+        return Counter(
+            {(service, kind, parent): n for (service, kind, parent, _), n in self.counts_by_name().items()}
+        )
+
+    def counts_by_name(self) -> Counter[tuple[str, str, bool, str]]:
+        """Decode everything received so far: spans per (service, kind, has a parent, name)."""
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: PLC0415
             ExportTraceServiceRequest,
         )
 
         with self._lock:
             bodies = list(self._bodies)
-        counted: Counter[tuple[str, str, bool]] = Counter()
+        counted: Counter[tuple[str, str, bool, str]] = Counter()
         for raw, encoding in bodies:
             body = raw
             if encoding == "gzip":
@@ -102,5 +114,5 @@ class OtlpSink:
                 )
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        counted[(service, _KINDS[span.kind], bool(span.parent_span_id))] += 1
+                        counted[(service, _KINDS[span.kind], bool(span.parent_span_id), span.name)] += 1
         return counted
