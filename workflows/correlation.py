@@ -12,7 +12,14 @@ from typing import Any, Final
 
 from opentelemetry.trace import Link, Span, SpanContext, TraceFlags
 
-__all__ = ["ENTITY_KEYS", "SOURCE_TTL_S", "entity_ids", "find_source", "record_source"]
+__all__ = [
+    "ENTITY_KEYS",
+    "SOURCE_TTL_S",
+    "entity_ids",
+    "record_source",
+    "source_from",
+    "source_keys",
+]
 
 SOURCE_TTL_S: Final = 3600
 ENTITY_KEYS: Final = ("work_order_id", "lease_id", "payment_id")
@@ -33,12 +40,15 @@ def record_source(client: Any, entity_id: str, span: Span) -> None:
     client.set(_PREFIX + entity_id, value, ex=SOURCE_TTL_S)
 
 
-def find_source(client: Any, ids: Iterable[str]) -> tuple[dict[str, str], Link] | None:
-    """The recorded operation for the first of ``ids`` that has one, and a span Link to it."""
-    keys = [_PREFIX + entity for entity in ids]
-    if not keys:
-        return None
-    for raw in client.mget(keys):
+def source_keys(ids: Iterable[str]) -> list[str]:
+    """The store keys of the entities ``ids``: what :func:`source_from` reads (one ``MGET``)."""
+    return [_PREFIX + entity for entity in ids]
+
+
+def source_from(values: Iterable[Any]) -> tuple[dict[str, str], Link] | None:
+    """The recorded operation of the first value (of an ``MGET`` of :func:`source_keys`) that holds one,
+    and a span Link to it."""
+    for raw in values:
         if not raw:
             continue
         try:

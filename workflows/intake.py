@@ -14,6 +14,7 @@ import contextvars
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
@@ -38,7 +39,7 @@ from tracing import (
 from tracing.metrics import configure_metrics, count, observe
 from tracing.prometheus import metrics_registry, render
 from workflows._fastapi import telemetry_off
-from workflows.correlation import entity_ids, find_source
+from workflows.correlation import entity_ids, source_from, source_keys
 from workflows.events import EventError, classify_priority, parse_event
 from workflows.metrics import (
     INTAKE_DURATION,
@@ -72,6 +73,17 @@ def _error(status: int, code: str, detail: str, headers: dict[str, str] | None =
 
 class _TooLargeError(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """What the store answered before the root span: the webhook id's claim, the source operation."""
+
+    key: str
+    fresh: bool = False
+    state: Any = None
+    source: tuple[dict[str, str], Link] | None = None
+    reachable: bool = True
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -170,26 +182,43 @@ class Intake:
             ctx.run, self._accept, event, payload, headers, limiter=self._limiter
         )
 
-    def _links(self, headers: dict[str, str], event: Any) -> tuple[list[Link], dict[str, str] | None]:
+    def _claim(self, event: Any, headers: dict[str, str]) -> _Claim:
+        """One round trip to the store, before the root span: the entities' source operations, and the
+        webhook id claimed as pending (``SET NX``) with the state it had if it was claimed already."""
+        key = _DEDUPE_PREFIX + (headers.get("webhook-id") or event.id)
+        sources = source_keys(entity_ids(event.data.model_dump()))
+        try:
+            # Before the root span exists: a Redis span here would be a trace of its own.
+            with suppress_instrumentation():
+                pipe = self.store.pipeline()
+                if sources:
+                    pipe.mget(sources)
+                # Claimed as pending until the task is queued: an intake that dies (or loses Redis) between
+                # the claim and the publish must not leave a key that answers the sender's retry
+                # "duplicate" for an event that was never queued. A pending key expires on its own.
+                pipe.set(key, _PENDING, nx=True, ex=PENDING_TTL_S)
+                pipe.get(key)
+                results = pipe.execute()
+        except redis.RedisError:
+            return _Claim(key, reachable=False)
+        fresh, state = results[-2], results[-1]
+        return _Claim(key, bool(fresh), state, source_from(results[0]) if sources else None)
+
+    def _links(self, headers: dict[str, str], claim: _Claim) -> tuple[list[Link], dict[str, str] | None]:
         links: list[Link] = []
         sender = trace.get_current_span(extract_context(headers)).get_span_context()
         if sender.is_valid:
             links.append(Link(sender, {"link.kind": "sender"}))
         source = None
-        try:
-            # Before the root span exists: a Redis span here would be a trace of its own.
-            with suppress_instrumentation():
-                found = find_source(self.store, entity_ids(event.data.model_dump()))
-        except redis.RedisError:
-            found = None
-        if found is not None:
-            source, link = found
+        if claim.source is not None:
+            source, link = claim.source
             links.append(link)
         return links, source
 
     def _accept(self, event: Any, payload: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
         priority = classify_priority(event)
-        links, source = self._links(headers, event)
+        claim = self._claim(event, headers)
+        links, source = self._links(headers, claim)
         attributes: dict[str, Any] = {
             "rentvine.event_type": event.type,
             "rentvine.event_id": event.id,
@@ -212,23 +241,17 @@ class Intake:
             # Read back by handle(): the intake's duration gets this trace as its exemplar.
             _root_span.set(span.get_span_context())
             trace_id = format(span.get_span_context().trace_id, "032x")
-            response = self._dedupe_and_enqueue(event, payload, headers, priority, trace_id)
+            response = self._dedupe_and_enqueue(event, payload, claim, priority, trace_id)
             span.set_attribute("http.response.status_code", response.status_code)
             if response.status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR, "broker unavailable"))
             return response
 
     def _dedupe_and_enqueue(
-        self, event: Any, payload: dict[str, Any], headers: dict[str, str], priority: str, trace_id: str
+        self, event: Any, payload: dict[str, Any], claim: _Claim, priority: str, trace_id: str
     ) -> JSONResponse:
-        key = _DEDUPE_PREFIX + (headers.get("webhook-id") or event.id)
-        try:
-            # Claimed as pending until the task is queued: an intake that dies (or loses Redis) between
-            # the claim and the publish must not leave a key that answers the sender's retry "duplicate"
-            # for an event that was never queued. A pending key expires on its own.
-            fresh = self.store.set(key, _PENDING, nx=True, ex=PENDING_TTL_S)
-            state = None if fresh else self.store.get(key)
-        except redis.RedisError:
+        key, fresh, state = claim.key, claim.fresh, claim.state
+        if not claim.reachable:
             return self.reject(
                 503,
                 "store_unavailable",

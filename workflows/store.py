@@ -236,6 +236,15 @@ class _Pipeline:
         self._queued.append(lambda db: SqliteStore._set(db, name, value, ex, nx))
         return self
 
+    def get(self, name: str) -> _Pipeline:
+        self._queued.append(lambda db: SqliteStore._get(db, name))
+        return self
+
+    def mget(self, keys: Iterable[str]) -> _Pipeline:
+        wanted = list(keys)
+        self._queued.append(lambda db: [SqliteStore._get(db, key) for key in wanted])
+        return self
+
     def hset(self, name: str, key: str, value: Any) -> _Pipeline:
         self._queued.append(lambda db: SqliteStore._hset(db, name, key, value))
         return self

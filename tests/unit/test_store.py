@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from workflows.dlq import DeadLetters
 from workflows.queue import celery_config
 from workflows.settings import load_app_settings
 from workflows.store import SqliteStore, open_store
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def _claim(path: str, key: str, queue: multiprocessing.Queue[bool]) -> None:
@@ -39,6 +42,24 @@ class TestStrings:
             time.sleep(0.01)
         assert store.get("k") is None
         assert store.set("k", "b", nx=True) is True
+
+    @pytest.mark.parametrize("kind", ["sqlite", "redis"])
+    def test_pipeline_claim(self, tmp_path: Path, kind: str) -> None:
+        """The intake's one round trip (MGET, SET NX, GET in a pipeline) answers the same on both."""
+        store = SqliteStore(tmp_path / "s.db") if kind == "sqlite" else redis.Redis.from_url(REDIS_URL)
+        prefix = f"pipe-{time.monotonic_ns()}:"
+        try:
+            store.set(prefix + "src", "s")
+            first = (
+                store.pipeline()
+                .mget([prefix + "src", prefix + "none"])
+                .set(prefix + "k", "p", nx=True, ex=60)
+            )
+            assert [[b"s", None], True, b"p"] == first.get(prefix + "k").execute()
+            again = store.pipeline().set(prefix + "k", "q", nx=True, ex=60).get(prefix + "k").execute()
+            assert [None, b"p"] == again
+        finally:
+            store.delete(prefix + "src", prefix + "k")
 
     def test_mget_and_delete(self, tmp_path: Path) -> None:
         """MGET answers None for missing keys; DEL counts what existed."""
