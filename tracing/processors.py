@@ -13,7 +13,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
@@ -71,27 +71,32 @@ def _attributes_of(span: ReadableSpan) -> Any:
     return inner if type(inner) is dict else span.attributes
 
 
+_Item = TypeVar("_Item", Event, Link)
+
+
+def _scrub_each(
+    items: Sequence[_Item], rebuild: Callable[[_Item, dict[str, Any]], _Item]
+) -> list[_Item] | None:
+    """A copy of ``items`` (events or links) with their attributes scrubbed; None when none needed it."""
+    changed: list[_Item] | None = None
+    for index, item in enumerate(items):
+        scrubbed = _scrub_attributes(item.attributes)
+        if scrubbed is not None:
+            if changed is None:
+                changed = list(items)
+            changed[index] = rebuild(item, scrubbed)
+    return changed
+
+
 def _scrubbed(span: ReadableSpan, extra: dict[str, Any] | None) -> ReadableSpan:
     original = _attributes_of(span)
     attributes = _scrub_attributes(original)
     if extra:
         attributes = {**(attributes if attributes is not None else (original or {})), **extra}
     events = span.events
-    new_events: list[Event] | None = None
-    for index, event in enumerate(events):
-        scrubbed = _scrub_attributes(event.attributes)
-        if scrubbed is not None:
-            if new_events is None:
-                new_events = list(events)
-            new_events[index] = Event(event.name, scrubbed, event.timestamp)
+    new_events = _scrub_each(events, lambda event, clean: Event(event.name, clean, event.timestamp))
     links = span.links
-    new_links: list[Link] | None = None
-    for index, link in enumerate(links):
-        scrubbed = _scrub_attributes(link.attributes)
-        if scrubbed is not None:
-            if new_links is None:
-                new_links = list(links)
-            new_links[index] = Link(link.context, scrubbed)
+    new_links = _scrub_each(links, lambda link, clean: Link(link.context, clean))
     status = span.status
     description = status.description
     if description:
