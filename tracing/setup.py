@@ -284,12 +284,17 @@ def shutdown_tracing(timeout_s: float = 5.0) -> None:
 
 
 def reset_tracing() -> None:
-    """Forget the provider without exporting (tests use this between cases)."""
+    """Forget the provider without waiting for its exports (tests use this between cases).
+
+    Its shutdown runs on a daemon thread given a fraction of a second: an exporter retrying an endpoint
+    nobody listens on (tracehook's own provider, set up from the environment by a publish) would
+    otherwise hold every test's teardown for its backoff, seconds each.
+    """
     global _state
     with _lock:
         state, _state = _state, None
     if state is not None:
-        state.provider.shutdown()
+        _bounded(state.provider.shutdown, 0.2, state.health)
     trace._TRACER_PROVIDER_SET_ONCE = trace.Once()  # type: ignore[attr-defined]
     trace._TRACER_PROVIDER = None
 
