@@ -10,6 +10,10 @@ from the first send to the last completion; latency is intake receipt (the root 
 workflow completion (the workflow span's end), from the traces. The worker's RSS (parent and pool) is
 read after a warm-up and at the end.
 
+The same latency as the worker's metric ``tracehook_webhook_completion_seconds`` sees it (completed
+webhooks, scraped at the end): p50 and p99 read off its buckets as Prometheus's ``histogram_quantile``
+does, and whether each lies in the bucket of the traces' figure ("agree within a bucket").
+
     python benchmarks/soak.py                 # 5,000 webhooks at 25/s
     python benchmarks/soak.py --n 10000 --rate 40 --json soak.json
 
@@ -23,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import math
 import sys
 import tempfile
 import time
@@ -37,13 +42,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks._common import code_fingerprint, quantile, rss_kb, terminate_on_sigterm  # noqa: E402
+from benchmarks._common import code_fingerprint, free_port, quantile, rss_kb, terminate_on_sigterm  # noqa: E402
+from tests.metrics_scrape import Scrape, scrape  # noqa: E402
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan  # noqa: E402
 from tests.reliability.conftest import Cluster, RedisServer, make_cluster, wait_until  # noqa: E402
 from workflows.events import FIXTURES, load_fixture  # noqa: E402
+from workflows.metrics import COMPLETION_BUCKETS_S  # noqa: E402
 
 SENDER_RETRY_S = 0.2
 WARM_UP = 50
+COMPLETION = "tracehook_webhook_completion_seconds"
+# The worker reads a webhook's end just after its workflow span ends: a trace's figure can be that much
+# under the metric's, and so just under the lower bound of the metric's bucket.
+END_SLACK_S = 0.005
 
 
 def events(n: int) -> list[dict[str, Any]]:
@@ -129,6 +140,44 @@ def latencies_over_time(spans: list[ReceivedSpan], windows: int = 10) -> list[di
     return [{"p50": round(quantile(c, 0.5), 1), "p99": round(quantile(c, 0.99), 1)} for c in chunks]
 
 
+def completed_buckets(scraped: Scrape) -> list[float]:
+    """Cumulative counts of completed webhooks per bucket bound (then +Inf), over every event type."""
+    bounds = [repr(bound) for bound in COMPLETION_BUCKETS_S] + ["+Inf"]
+    return [scraped.value(f"{COMPLETION}_bucket", outcome="completed", le=le) for le in bounds]
+
+
+def histogram_quantile(q: float, cumulative: list[float]) -> tuple[float, float, float]:
+    """(estimate, lower, upper) of the ``q`` quantile from cumulative bucket counts, as Prometheus's
+    ``histogram_quantile`` computes it: linear within the bucket the rank falls in; NaN when empty."""
+    total = cumulative[-1]
+    if not total:
+        return math.nan, math.nan, math.nan
+    rank = q * total
+    bounds = [*COMPLETION_BUCKETS_S, math.inf]
+    index = next(i for i, count in enumerate(cumulative) if count >= rank)
+    lower = bounds[index - 1] if index else 0.0
+    upper = bounds[index]
+    if math.isinf(upper):
+        return lower, lower, upper
+    below = cumulative[index - 1] if index else 0.0
+    return lower + (upper - lower) * (rank - below) / (cumulative[index] - below), lower, upper
+
+
+def objective_figures(cumulative: list[float], latencies: list[float]) -> dict[str, Any]:
+    """The metric's p50/p99 beside the traces' (``latencies`` in ms), and whether each pair agrees."""
+    figures: dict[str, Any] = {"metric_count": int(cumulative[-1]), "trace_count": len(latencies)}
+    for name, q in (("p50", 0.5), ("p99", 0.99)):
+        estimate, lower, upper = histogram_quantile(q, cumulative)
+        from_traces = quantile(latencies, q) / 1000
+        figures[name] = {
+            "metric_ms": round(estimate * 1000, 1),
+            "metric_bucket_ms": [round(lower * 1000, 1), round(upper * 1000, 1)],
+            "traces_ms": round(from_traces * 1000, 1),
+            "agree": lower - END_SLACK_S <= from_traces <= upper,
+        }
+    return figures
+
+
 def soak(n: int, rate: float, concurrency: int, workdir: Path) -> dict[str, Any]:
     """Run the soak; returns the figures."""
     redis_server = RedisServer(workdir / "redis").start()
@@ -137,7 +186,8 @@ def soak(n: int, rate: float, concurrency: int, workdir: Path) -> dict[str, Any]
     try:
         cluster.start_sandbox(TRACE_EXPORTER="none")
         cluster.start_intake()
-        cluster.start_worker(concurrency=concurrency)
+        metrics_port = free_port()
+        cluster.start_worker(concurrency=concurrency, WORKER_METRICS_PORT=str(metrics_port))
         worker_pid = cluster.processes["worker"].pid
         batch = events(n + WARM_UP)
         warm, rest = batch[:WARM_UP], batch[WARM_UP:]
@@ -164,6 +214,16 @@ def soak(n: int, rate: float, concurrency: int, workdir: Path) -> dict[str, Any]
         receiver_spans = receiver.spans
         by_type, runs = latencies_by_type(receiver_spans)
         latencies = [ms for values in by_type.values() for ms in values]
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        # Pool children write their metrics about once a second: wait for every completion to be in.
+        with contextlib.suppress(AssertionError):  # a shortfall shows as metric_count below
+            wait_until(
+                lambda: completed_buckets(scrape(metrics_url))[-1] >= len(latencies),
+                30,
+                "the worker's metrics to count every completion",
+                0.2,
+            )
+        cumulative = completed_buckets(scrape(metrics_url))
     finally:
         cluster.close()
         receiver.stop()
@@ -199,6 +259,7 @@ def soak(n: int, rate: float, concurrency: int, workdir: Path) -> dict[str, Any]
                 for name, v in sorted(by_type.items())
             },
         },
+        "completion_metric": objective_figures(cumulative, latencies),
         "worker_rss_kb": {"start": rss_start, "end": rss_end, "growth": rss_end - rss_start},
         "code": code_fingerprint("workflows/*.py", "tracing/*.py", "workers/*.py"),
     }
@@ -218,8 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         report = soak(args.n, args.rate, args.concurrency, Path(tmp))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    latency, rss = report["latency_ms"], report["worker_rss_kb"]
+    latency, rss, metric = report["latency_ms"], report["worker_rss_kb"], report["completion_metric"]
     windows = ", ".join(f"{w['p50']:.0f}/{w['p99']:.0f}" for w in latency["over_time"])
+    compared = "; ".join(
+        f"{name} {figures['metric_ms']} ms (bucket {figures['metric_bucket_ms'][0]:g}-"
+        f"{figures['metric_bucket_ms'][1]:g} ms) vs traces {figures['traces_ms']} ms: "
+        f"{'agree' if figures['agree'] else 'DISAGREE'}"
+        for name, figures in ((name, metric[name]) for name in ("p50", "p99"))
+    )
     print(
         f"soak: {report['webhooks']} webhooks at {report['rate_per_s']:g}/s "
         f"(+{report['warm_up']} warm-up), worker --concurrency {report['concurrency']}\n"
@@ -231,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({latency['traces']} traces)\n"
         f"  p50 / p99 per tenth of the run: "
         f"{windows} ms\n"
+        f"  {COMPLETION} ({metric['metric_count']} completed, {metric['trace_count']} traces): "
+        f"{compared}\n"
         f"  worker RSS (parent + pool): {rss['start']} kB after warm-up → {rss['end']} kB "
         f"({rss['growth'] / 1024:+.1f} MB)"
     )

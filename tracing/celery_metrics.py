@@ -154,7 +154,7 @@ class CeleryMetrics:
         )
 
     def on_process_init(self, **_: Any) -> None:
-        """worker_process_init (pool child): a fresh meter provider, its snapshot written to the directory."""
+        """worker_process_init (pool child): metrics from zero, their snapshot written to the directory."""
         try:
             if self.directory is not None and configure_metrics(self._settings()):
                 self._writer = SnapshotWriter(self.directory).start()

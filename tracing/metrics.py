@@ -235,14 +235,28 @@ def count(
 
 
 def start_at_zero(spec: MetricSpec, label_sets: Iterable[Mapping[str, Any]]) -> None:
-    """Export a counter's series for ``label_sets`` now, at 0, before anything is counted; never raises.
+    """Export a counter's (or a histogram's) series for ``label_sets`` now, at 0, before anything is
+    recorded; never raises.
 
-    Prometheus's ``increase()`` sees no increase in the sample that creates a series: a series born at N
-    (a worker's first dead letter, say) hides those N events. Call this where the process starts, for the
-    label values that are known then; it does nothing where metrics are not configured.
+    Prometheus's ``increase()`` and ``rate()`` see no increase in the sample that creates a series: a
+    series born at N (a worker's first dead letter, say) hides those N events. Call this where the process
+    starts, for the label values that are known then; it does nothing where metrics are not configured.
     """
-    for labels in label_sets:
-        count(spec, 0, labels)
+    if spec.kind == "counter":
+        for labels in label_sets:
+            count(spec, 0, labels)
+        return
+    try:
+        state = _current()
+        if state is None:
+            return
+        size = len(spec.buckets or DURATION_BUCKETS_S) + 1
+        with _lock:
+            series = state.series.setdefault(spec.name, {})
+            for labels in label_sets:
+                series.setdefault(_key(spec, labels), _Histogram([0] * size))
+    except Exception:
+        _log.warning("tracehook: could not start metric %s at zero", spec.name, exc_info=True)
 
 
 def observe(

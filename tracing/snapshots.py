@@ -1,6 +1,6 @@
 """Snapshots of a process's metrics, summed across processes: how prefork children reach one scrape.
 
-A prefork worker's tasks run in pool children, each with its own meter provider, while Prometheus scrapes
+A prefork worker's tasks run in pool children, each aggregating its own metrics, while Prometheus scrapes
 one port per worker. So each child writes a cumulative snapshot of its metrics, as JSON, to
 ``<directory>/<pid>-<nonce>.json`` about once a second and when it exits (:class:`SnapshotWriter`), and the
 worker's main process reads the sum of every file (:class:`SnapshotDirectory`). A child that exited keeps

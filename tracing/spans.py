@@ -110,9 +110,22 @@ class trace_span:  # noqa: N801  # a context manager used like a function, as co
         context: the parent context; the current one when omitted.
         tracer: the tracer to use; tracehook's tracer from the global provider when omitted.
         record_exception: record exceptions that leave the block (default True).
+        start_time: when the span started, in ns since the epoch (``time.time_ns()``), for work that began
+            before the span could (a request read and checked before its root span); now when omitted.
     """
 
-    __slots__ = ("_kind", "_record", "_span", "_token", "_tracer", "attributes", "context", "links", "name")
+    __slots__ = (
+        "_kind",
+        "_record",
+        "_span",
+        "_start_time",
+        "_token",
+        "_tracer",
+        "attributes",
+        "context",
+        "links",
+        "name",
+    )
 
     def __init__(
         self,
@@ -124,6 +137,7 @@ class trace_span:  # noqa: N801  # a context manager used like a function, as co
         context: otel_context.Context | None = None,
         tracer: Tracer | None = None,
         record_exception: bool = True,
+        start_time: int | None = None,
     ) -> None:
         self.name = name
         self._kind = kind
@@ -132,6 +146,7 @@ class trace_span:  # noqa: N801  # a context manager used like a function, as co
         self.context = context
         self._tracer = tracer
         self._record = record_exception
+        self._start_time = start_time
         self._span: Span | None = None
         self._token: object = None
 
@@ -142,6 +157,7 @@ class trace_span:  # noqa: N801  # a context manager used like a function, as co
             kind=self._kind,
             attributes=self.attributes,
             links=self.links,
+            start_time=self._start_time,
             record_exception=False,
             set_status_on_exception=False,
         )

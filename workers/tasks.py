@@ -12,6 +12,7 @@ from tracing.celery_metrics import set_task_status
 from workers.celery_app import app
 from workflows.dlq import DeadLetters
 from workflows.engine import run_workflow
+from workflows.objective import record_completion
 from workflows.queue import TASK_NAME
 from workflows.rentvine import RentVineClient, RentVineError
 from workflows.settings import AppSettings, load_app_settings
@@ -53,7 +54,12 @@ def process_webhook_event(
     received_at: float | None = None,
     replay_of: str | None = None,
 ) -> dict[str, Any]:
-    """Run the workflow of one RentVine event; retry API failures, dead-letter after the last retry."""
+    """Run the workflow of one RentVine event; retry API failures, dead-letter after the last retry.
+
+    ``received_at`` is the intake's receipt of the webhook (seconds since the epoch; a replay's own time):
+    the last attempt records receipt → done (``workflows.objective``). Absent in a task published by an
+    older intake or by hand: the task runs the same, unmeasured.
+    """
     settings, client, store = _resources()
     client.tenant_id = str(event.get("account_id") or "")
     if replay_of:
@@ -62,7 +68,7 @@ def process_webhook_event(
         event_id=str(event.get("id")), event_type=str(event.get("type"))
     ):
         try:
-            return run_workflow(event, client, priority=priority, workflow_id=self.request.id)
+            result = run_workflow(event, client, priority=priority, workflow_id=self.request.id)
         except RentVineError as exc:
             if exc.retryable and self.request.retries < settings.task_max_retries:
                 delay = backoff_s(self.request.retries, settings.task_retry_backoff_s)
@@ -73,14 +79,24 @@ def process_webhook_event(
                     error=str(exc),
                 )
                 raise self.retry(exc=exc, countdown=delay, max_retries=settings.task_max_retries) from exc
-            _dead_letter(store, event, exc, self.request)
+            _dead_letter(store, event, exc, self.request, received_at, settings.webhook_objective_s)
             raise
         except Exception as exc:
-            _dead_letter(store, event, exc, self.request)
+            _dead_letter(store, event, exc, self.request, received_at, settings.webhook_objective_s)
             raise
+        record_completion(event.get("type"), "completed", received_at, settings.webhook_objective_s)
+        return result
 
 
-def _dead_letter(store: Any, event: dict[str, Any], exc: BaseException, request: Any) -> None:
+def _dead_letter(
+    store: Any,
+    event: dict[str, Any],
+    exc: BaseException,
+    request: Any,
+    received_at: float | None,
+    objective_s: float,
+) -> None:
+    """Put the event on the dead-letter list with its trace; the webhook's last attempt is over."""
     ctx = trace.get_current_span().get_span_context()
     entry = DeadLetters(store).add(
         event=event,
@@ -92,3 +108,4 @@ def _dead_letter(store: Any, event: dict[str, Any], exc: BaseException, request:
     )
     set_task_status(str(request.id), "dead_lettered")
     log.error("workflow.dead_lettered", dlq_id=entry.id, error=str(exc), attempts=entry.attempts)
+    record_completion(event.get("type"), "dead_lettered", received_at, objective_s)

@@ -26,9 +26,12 @@ from rich.text import Text
 from rich.tree import Tree
 
 from tracing.exporters import iter_otlp_json_spans
+from workflows.objective import COMPLETION_MS, OBJECTIVE_MET, OUTCOME
 
 __all__ = [
+    "Completion",
     "SpanRow",
+    "completion_of",
     "load_jaeger_v3",
     "load_otlp_lines",
     "load_spans_text",
@@ -88,6 +91,35 @@ class SpanRow:
             "status_message": self.status_message,
             "attributes": self.attributes,
         }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A webhook's receipt → done, as its last attempt recorded it (``workflows.objective``)."""
+
+    ms: float
+    outcome: str
+    objective_met: bool
+
+    def describe(self) -> str:
+        """``receipt → done 1234.5 ms: completed, objective met``."""
+        met = "objective met" if self.objective_met else "objective missed"
+        return f"receipt → done {self.ms:.1f} ms: {self.outcome}, {met}"
+
+
+def completion_of(rows: Iterable[SpanRow]) -> Completion | None:
+    """The receipt → done of one trace's webhook, the very figure its metric recorded; None while the
+    webhook is not done, or for a trace recorded before tracehook measured it."""
+    recorded = [row for row in rows if isinstance(row.attributes.get(COMPLETION_MS), int | float)]
+    if not recorded:
+        return None
+    last = max(recorded, key=lambda row: row.end_ns)
+    attributes = last.attributes
+    return Completion(
+        float(attributes[COMPLETION_MS]),
+        str(attributes.get(OUTCOME, "")),
+        attributes.get(OBJECTIVE_MET) is True,
+    )
 
 
 def normalise_id(value: Any, size: int) -> str:
@@ -317,6 +349,9 @@ def _render_trace(
         f"  {len(rows)} spans, {len({row.service for row in rows})} services, "
         f"{(end - start) / 1_000_000:.1f} ms",
     )
+    done = completion_of(rows)
+    if done is not None:
+        header.append(f"\n{done.describe()}", style="bold" if done.objective_met else "bold red")
     tree = Tree(header, guide_style="dim")
     seen: set[str] = set()
     pending: list[tuple[Tree, SpanRow]] = [(tree, root) for root in reversed(roots)]
@@ -332,7 +367,8 @@ def _render_trace(
 
 def render_tree(spans: list[SpanRow], console: Console, *, bar_width: int = BAR_WIDTH) -> None:
     """Print the spans as a tree: service, name, waterfall bar, duration, status, slow flag, batch and
-    retry details; children ordered by start time. Several traces in ``spans`` give several trees."""
+    retry details; children ordered by start time; under the header, the webhook's receipt → done once it
+    is done (:func:`completion_of`). Several traces in ``spans`` give several trees."""
     by_trace: dict[str, list[SpanRow]] = {}
     for span in spans:
         by_trace.setdefault(span.trace_id, []).append(span)

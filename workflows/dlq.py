@@ -101,12 +101,16 @@ class DeadLetters:
     def replay(self, entry_id: str, publisher: Any) -> tuple[str, str]:
         """Re-enqueue an entry in a new trace linked to the failed one; removes it once queued.
 
+        The replay is a webhook of its own: its receipt (the task's ``received_at``, the start of the new
+        trace's root span) is now.
+
         Returns:
             (new trace id, task id).
 
         Raises:
             KeyError: no such entry.
         """
+        received_ns = time.time_ns()
         entry = self.get(entry_id)
         if entry is None:
             raise KeyError(entry_id)
@@ -129,9 +133,12 @@ class DeadLetters:
             attributes=attributes,
             links=[Link(old, {"link.kind": "replay_of"})],
             context=Context(),
+            start_time=received_ns,
         ) as span:
             result = publisher.send_task(
-                TASK_NAME, kwargs={"event": entry.event, "replay_of": entry.id}, retry=False
+                TASK_NAME,
+                kwargs={"event": entry.event, "replay_of": entry.id, "received_at": received_ns / 1e9},
+                retry=False,
             )
             trace_id = format(span.get_span_context().trace_id, "032x")
         self.remove(entry.id)

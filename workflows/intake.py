@@ -1,8 +1,9 @@
 """The webhook intake: ``POST /webhooks/rentvine`` verifies, classifies, dedupes and enqueues events.
 
 Order (DESIGN.md): size limit → signature → content type → JSON → schema → classify → root span →
-dedupe → enqueue → 202. The root span ``webhook.<type>`` (SERVER) starts only once the event is
-classified, so the sampler sees its priority; a sender's ``traceparent`` becomes a Link, never the parent.
+dedupe → enqueue → 202. The root span ``webhook.<type>`` (SERVER) is made only once the event is
+classified, so the sampler sees its priority, and dated from the request's receipt; a sender's
+``traceparent`` becomes a Link, never the parent.
 Run it with ``tracehook intake`` or ``uvicorn workflows.intake:app``. ``GET /metrics`` serves the
 intake's metrics (``workflows.metrics``) for Prometheus.
 """
@@ -65,10 +66,18 @@ _BLOCKING_THREADS: Final = 2
 
 log = structlog.get_logger("workflows.intake")
 _root_span: contextvars.ContextVar[SpanContext] = contextvars.ContextVar("tracehook_intake_root_span")
+# The request's receipt (time.time_ns() when handle() starts): the root span's start, and the task's
+# received_at, from which the worker measures receipt → done (workflows.objective).
+_received_ns: contextvars.ContextVar[int] = contextvars.ContextVar("tracehook_intake_received_ns")
 
 
 def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def _received_at() -> float:
+    """The request's receipt in seconds since the epoch (the task's ``received_at``)."""
+    return _received_ns.get(time.time_ns()) / 1e9
 
 
 class _TooLargeError(Exception):
@@ -136,6 +145,7 @@ class Intake:
         """The whole check-and-enqueue path of one webhook, timed."""
         started = time.perf_counter()
         ctx = contextvars.copy_context()
+        ctx.run(_received_ns.set, time.time_ns())
         response = await self._handle(request, ctx)
         root = ctx.get(_root_span, None)
         observe(
@@ -237,6 +247,7 @@ class Intake:
             attributes=attributes,
             context=otel_context.Context(),
             links=links,
+            start_time=_received_ns.get(None),
         ) as span:
             # Read back by handle(): the intake's duration gets this trace as its exemplar.
             _root_span.set(span.get_span_context())
@@ -279,7 +290,7 @@ class Intake:
         try:
             result = self.publisher.send_task(
                 TASK_NAME,
-                kwargs={"event": payload, "priority": priority, "received_at": time.time()},
+                kwargs={"event": payload, "priority": priority, "received_at": _received_at()},
                 retry=False,
                 # The intake reads only the task id: no result subscription per publish; and the
                 # message's repr headers name the event instead of copying its payload.

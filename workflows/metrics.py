@@ -13,10 +13,13 @@ from tracing.metrics import DURATION_BUCKETS_S, MetricSpec, define, start_at_zer
 from workflows.events import EVENT_TYPES
 
 __all__ = [
+    "COMPLETION_BUCKETS_S",
+    "COMPLETION_OUTCOMES",
     "INTAKE_DURATION",
     "PAYMENTS_AMOUNT",
     "UNKNOWN",
     "WEBHOOKS_RECEIVED",
+    "WEBHOOK_COMPLETION",
     "WEBHOOK_OUTCOMES",
     "WORKFLOW_DURATION",
     "WORKFLOW_STEP_DURATION",
@@ -46,6 +49,16 @@ _OUTCOMES: Final = {
 }
 # Every value the ``outcome`` label takes.
 WEBHOOK_OUTCOMES: Final = ("queued", "duplicate", *_OUTCOMES.values(), "rejected")
+# How a webhook's last attempt ended: the ``outcome`` of tracehook_webhook_completion_seconds.
+COMPLETION_OUTCOMES: Final = ("completed", "dead_lettered")
+# Receipt → done. Bounds at most 1.67x apart from 50 ms to 60 s, where webhooks normally finish, so a
+# quantile read off the buckets is known to within a bucket that narrow (the soak benchmark checks it
+# against the traces); then minutes, for retries and dead letters. WEBHOOK_OBJECTIVE_S must be one of
+# them: the objective's alerts count the webhooks under it with that bucket's ``le``.
+COMPLETION_BUCKETS_S: Final = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
 
 WEBHOOKS_RECEIVED: Final = define(
     MetricSpec(
@@ -93,6 +106,17 @@ PAYMENTS_AMOUNT: Final = define(
         ("currency", "outcome"),
     )
 )
+WEBHOOK_COMPLETION: Final = define(
+    MetricSpec(
+        "tracehook_webhook_completion_seconds",
+        "histogram",
+        "From the intake's receipt of a webhook to the end of its workflow's last attempt, retries "
+        "included, by event type and outcome (completed, dead_lettered)",
+        ("event_type", "outcome"),
+        "s",
+        COMPLETION_BUCKETS_S,
+    )
+)
 WORK_ORDERS: Final = define(
     MetricSpec("tracehook_work_orders", "counter", "Work orders created, by priority", ("priority",))
 )
@@ -131,5 +155,15 @@ def start_intake_counters() -> None:
 
 
 def start_worker_counters() -> None:
-    """Every priority of ``tracehook_work_orders_total`` at 0, at the worker's start."""
+    """Every priority of ``tracehook_work_orders_total``, and every (event type, outcome) of
+    ``tracehook_webhook_completion_seconds`` (the objective's alerts take its rate), at 0 at the worker's
+    start."""
     start_at_zero(WORK_ORDERS, ({"priority": priority} for priority in _PRIORITIES))
+    start_at_zero(
+        WEBHOOK_COMPLETION,
+        (
+            {"event_type": kind, "outcome": outcome}
+            for kind in (*EVENT_TYPES, UNKNOWN)
+            for outcome in COMPLETION_OUTCOMES
+        ),
+    )

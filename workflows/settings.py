@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracing.settings import SettingsError, TracingSettings, env_bool, env_float, env_int, load_settings
+from workflows.metrics import COMPLETION_BUCKETS_S
 from workflows.signing import decode_secret
 
 __all__ = ["AppSettings", "load_app_settings"]
@@ -27,6 +28,7 @@ class AppSettings:
     rentvine_timeout_s: float = 5.0
     task_max_retries: int = 5
     task_retry_backoff_s: float = 2.0
+    webhook_objective_s: float = 30.0
     sandbox_webhook_url: str = ""
     sandbox_db: str = "rentvine-sandbox.sqlite3"
     jaeger_query_url: str = "http://localhost:16686"
@@ -58,6 +60,20 @@ def _secrets_from_file(env: Mapping[str, str]) -> tuple[str, ...]:
         msg = f"WEBHOOK_SECRET_FILE={path!r} cannot be read ({exc}); "
         msg += f"`tracehook secret --file {path}` makes it"
         raise SettingsError(msg) from None
+
+
+def _objective_s(env: Mapping[str, str]) -> float:
+    """WEBHOOK_OBJECTIVE_S, which must be a bucket bound of the completion histogram (its alerts use it)."""
+    value = env_float(env, "WEBHOOK_OBJECTIVE_S", AppSettings.webhook_objective_s)
+    if value not in COMPLETION_BUCKETS_S:
+        bounds = ", ".join(f"{bound:g}" for bound in COMPLETION_BUCKETS_S)
+        msg = (
+            f"WEBHOOK_OBJECTIVE_S={env['WEBHOOK_OBJECTIVE_S'].strip()!r} is not a bucket bound of "
+            f"tracehook_webhook_completion_seconds, so no alert could count the webhooks within it: use one "
+            f"of {bounds} (and the same le in monitoring/alerts.yml)"
+        )
+        raise SettingsError(msg)
+    return value
 
 
 def load_app_settings(
@@ -93,6 +109,7 @@ def load_app_settings(
         rentvine_timeout_s=env_float(env, "RENTVINE_TIMEOUT_S", 5.0),
         task_max_retries=env_int(env, "TASK_MAX_RETRIES", 5, minimum=0),
         task_retry_backoff_s=min(env_float(env, "TASK_RETRY_BACKOFF_S", 2.0), 300.0),
+        webhook_objective_s=_objective_s(env),
         sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL", "").strip(),
         sandbox_db=env.get("SANDBOX_DB", "").strip() or "rentvine-sandbox.sqlite3",
         jaeger_query_url=(env.get("JAEGER_QUERY_URL", "").strip() or "http://localhost:16686").rstrip("/"),

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import ROOT
-from workflows._trace_view import load_otlp_lines
+from workflows._trace_view import completion_of, load_otlp_lines, spans_of_trace
 
 
 def _closed_port() -> int:
@@ -39,8 +39,9 @@ class TestDemoWithoutRedis:
     """With REDIS_URL at a closed port the demo falls back to the filesystem transport and SQLite."""
 
     def test_demo_prints_one_whole_trace(self, tmp_path: Path) -> None:
-        """Exit 0; the printed tree has the intake, worker and sandbox spans of one trace, its log lines
-        follow, the spans file holds them, and no process the demo started is left running."""
+        """Exit 0; the printed tree has the intake, worker and sandbox spans of one trace and the
+        webhook's receipt → done as its run span recorded it, its log lines follow, the spans file holds
+        them, and no process the demo started is left running."""
         folder = tmp_path / "demo"
         env = {
             **os.environ,
@@ -86,6 +87,9 @@ class TestDemoWithoutRedis:
         spans = load_otlp_lines((folder / "spans.jsonl").read_text().splitlines())
         services = {row.service for row in spans if row.trace_id == trace_id}
         assert services == {"tracehook-intake", "tracehook-worker", "rentvine-sandbox"}
+        done = completion_of(spans_of_trace(spans, trace_id))
+        assert done is not None
+        assert f"receipt → done {done.ms:.1f} ms: completed, objective met" in out
         assert (folder / "state.sqlite3").exists()
         assert _processes_using(folder) == []
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,10 +22,13 @@ import pytest
 
 from tests.e2e.conftest import Stack, free_port, fresh, start, wait_http, worker_command
 from tests.metrics_scrape import Expected, Scrape, scrape, wait_for_values
+from tracing import instrument_celery
 from tracing.celery_metrics import TASK_STATUSES
 from workflows.dlq import DeadLetters
 from workflows.events import EVENT_TYPES
-from workflows.metrics import WEBHOOK_OUTCOMES
+from workflows.metrics import COMPLETION_OUTCOMES, WEBHOOK_OUTCOMES
+from workflows.objective import COMPLETION_MS, OBJECTIVE_MET, OUTCOME
+from workflows.queue import TASK_NAME, producer_app
 from workflows.signing import signed_headers
 
 pytestmark = pytest.mark.e2e
@@ -97,11 +103,14 @@ def metered(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             process.wait(30)
 
 
-def workflows(number: int, workflow: str, status: str = "completed") -> Expected:
-    return number, "tracehook_workflow_duration_seconds_count", {"workflow": workflow, "status": status}
+WORKFLOW = "tracehook_workflow_duration_seconds"
 
 
-def tasks(number: int, status: str) -> Expected:
+def workflows(number: float, workflow: str, status: str = "completed") -> Expected:
+    return number, f"{WORKFLOW}_count", {"workflow": workflow, "status": status}
+
+
+def tasks(number: float, status: str) -> Expected:
     return number, "tracehook_tasks_total", {"task": TASK, "status": status}
 
 
@@ -110,8 +119,9 @@ class TestCountersStartAtZero:
     first dead letter or 503 after a start is an increase Prometheus sees (a series born at 1 is not)."""
 
     def test_before_anything_happened(self, metered: Metered) -> None:
-        """Every status of the worker's task, every priority of work orders, and every (event type,
-        outcome) at the intake: present, and 0. (First in this module: nothing was sent yet.)"""
+        """Every status of the worker's task, every priority of work orders, every (event type, outcome)
+        of webhook completions, and every (event type, outcome) at the intake: present, and 0. (First in
+        this module: nothing was sent yet.)"""
         worker, intake = scrape(metered.worker_metrics), scrape(metered.intake_metrics)
         expected_tasks = {(TASK, status) for status in TASK_STATUSES}
         assert expected_tasks == {
@@ -126,7 +136,13 @@ class TestCountersStartAtZero:
         assert {(kind, outcome) for kind in (*EVENT_TYPES, "unknown") for outcome in WEBHOOK_OUTCOMES} == {
             (s.labels["event_type"], s.labels["outcome"]) for s in intake.samples if s.name == received
         }
+        assert {(kind, outcome) for kind in (*EVENT_TYPES, "unknown") for outcome in COMPLETION_OUTCOMES} == {
+            (s.labels["event_type"], s.labels["outcome"])
+            for s in worker.samples
+            if s.name == "tracehook_webhook_completion_seconds_count"
+        }
         assert 0 == worker.value("tracehook_tasks_total") + worker.value("tracehook_work_orders_total")
+        assert 0 == worker.value("tracehook_webhook_completion_seconds_bucket")
         assert 0 == intake.value(received)
 
 
@@ -230,3 +246,140 @@ class TestRetriesAndDeadLetters:
         for entry in dead.list():
             if entry.event_id == event["id"]:
                 dead.remove(entry.id)
+
+
+COMPLETION = "tracehook_webhook_completion_seconds"
+RUN = f"run {TASK}"
+
+
+def completions(number: float, event_type: str, outcome: str) -> Expected:
+    return number, f"{COMPLETION}_count", {"event_type": event_type, "outcome": outcome}
+
+
+def final_run(metered: Metered, trace_id: str) -> Any:
+    """The run span of a trace that recorded receipt → done, once the receiver has it."""
+    receiver = metered.stack.receiver
+
+    def recorded() -> list[Any]:
+        return [s for s in receiver.trace(trace_id) if s.name == RUN and COMPLETION_MS in s.attributes]
+
+    receiver.wait_for(lambda _: bool(recorded()), timeout=TIMEOUT, description=f"the last run of {trace_id}")
+    (run,) = recorded()
+    return run
+
+
+def fault(metered: Metered, path: str, count: int) -> None:
+    """The sandbox answers the next ``count`` requests under ``path`` with a 503."""
+    spec = {"status": 503, "count": count, "path_prefix": path}
+    assert httpx.post(f"{metered.stack.sandbox_url}/_sandbox/faults", json=spec, timeout=10).is_success
+
+
+class TestWebhookCompletion:
+    """``tracehook_webhook_completion_seconds``: receipt → done, once per webhook on its last attempt,
+    retries included, with its trace as exemplar; a replay is a webhook of its own. (Event types no other
+    test of this module sends, so that the counts are exact.)"""
+
+    def test_retried_then_completed(self, metered: Metered) -> None:
+        """An attempt failed and retried, the next completed: one value, from the root span's start (the
+        receipt) to the last workflow span's end, the retry included; the trace is the exemplar."""
+        event = fresh("work_order_completed")
+        event["type"] = "work_order.updated"
+        work_order = f"wo_{uuid.uuid4().hex[:10]}"
+        event["data"]["work_order_id"] = work_order
+        fault(metered, f"/work-orders/{work_order}", 1)
+        before = scrape(metered.worker_metrics)
+        answer = metered.post(event)
+        assert 202 == answer.status_code, answer.text
+        trace_id = answer.json()["trace_id"]
+        retried = before.value("tracehook_tasks_total", task=TASK, status="retried") + 1
+        after = metered.worker_until(
+            "one completion after a retry",
+            completions(1, "work_order.updated", "completed"),
+            tasks(retried, "retried"),
+        )
+        assert 0 == after.value(
+            f"{COMPLETION}_count", event_type="work_order.updated", outcome="dead_lettered"
+        )
+        value = after.value(f"{COMPLETION}_sum", event_type="work_order.updated")
+        run = final_run(metered, trace_id)
+        assert value * 1000 == pytest.approx(run.attributes[COMPLETION_MS], abs=0.001)
+        assert "completed" == run.attributes[OUTCOME]
+        spans = metered.stack.receiver.trace(trace_id)
+        (root,) = [s for s in spans if not s.parent_span_id]
+        workflows_ = sorted(
+            (s for s in spans if s.name == "workflow.work_order.updated"), key=lambda s: s.end_ns
+        )
+        assert 2 == len(workflows_)
+        from_trace = (workflows_[-1].end_ns - root.start_ns) / 1e9
+        assert from_trace == pytest.approx(value, abs=0.005)
+        assert value > (workflows_[0].end_ns - root.start_ns) / 1e9
+        exemplars = scrape(metered.worker_metrics, openmetrics=True).exemplar_trace_ids(
+            f"{COMPLETION}_bucket", event_type="work_order.updated"
+        )
+        assert {trace_id} == exemplars
+
+    def test_dead_lettered_then_replayed(self, metered: Metered) -> None:
+        """Every attempt failed: one ``dead_lettered`` value in the webhook's trace. Its replay from the
+        dead-letter list completes and is one ``completed`` value in the replay's trace, timed from the
+        replay."""
+        event = fresh("lease_expiring")
+        event["type"] = "lease.expired"
+        lease = f"lease_{uuid.uuid4().hex[:10]}"
+        event["data"]["lease_id"] = lease
+        fault(metered, f"/leases/{lease}", 3)
+        answer = metered.post(event)
+        assert 202 == answer.status_code, answer.text
+        trace_id = answer.json()["trace_id"]
+        metered.worker_until("a dead-lettered webhook", completions(1, "lease.expired", "dead_lettered"))
+        dead = final_run(metered, trace_id)
+        assert ("dead_lettered", False) == (dead.attributes[OUTCOME], dead.attributes[OBJECTIVE_MET])
+        (entry,) = [e for e in DeadLetters(metered.stack.redis).list() if e.event_id == event["id"]]
+
+        replayed_at = time.time()
+        replay = subprocess.run(
+            [sys.executable, "-m", "workflows.cli", "dlq", "replay", entry.id],
+            env=metered.stack.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert 0 == replay.returncode, replay.stderr
+        new_trace = re.search(r"new trace ([0-9a-f]{32})", replay.stdout)
+        assert new_trace is not None, replay.stdout
+        after = metered.worker_until(
+            "the replay's completion",
+            completions(1, "lease.expired", "dead_lettered"),
+            completions(1, "lease.expired", "completed"),
+        )
+        done_at = time.time()
+        completed = after.value(f"{COMPLETION}_sum", event_type="lease.expired", outcome="completed")
+        assert 0 < completed <= done_at - replayed_at
+        run = final_run(metered, new_trace.group(1))
+        assert completed * 1000 == pytest.approx(run.attributes[COMPLETION_MS], abs=0.001)
+        exemplars = scrape(metered.worker_metrics, openmetrics=True)
+        assert {trace_id} == exemplars.exemplar_trace_ids(
+            f"{COMPLETION}_bucket", event_type="lease.expired", outcome="dead_lettered"
+        )
+        assert {new_trace.group(1)} == exemplars.exemplar_trace_ids(
+            f"{COMPLETION}_bucket", event_type="lease.expired", outcome="completed"
+        )
+
+    def test_task_without_a_receipt_runs_unmeasured(self, metered: Metered) -> None:
+        """A task an older intake published (no ``received_at``) runs as before, and is not measured."""
+        event = fresh("work_order_completed")
+        before = scrape(metered.worker_metrics)
+        producer = producer_app({**metered.stack.env, "CELERY_DEFAULT_QUEUE": metered.queue})
+        try:
+            producer.send_task(TASK_NAME, kwargs={"event": event, "priority": "normal"})
+        finally:
+            instrument_celery(producer).uninstrument()
+            producer.close()
+        after = metered.worker_until(
+            "the task without a receipt",
+            workflows(
+                before.value(f"{WORKFLOW}_count", workflow="work_order.completed") + 1, "work_order.completed"
+            ),
+            tasks(before.value("tracehook_tasks_total", task=TASK, status="succeeded") + 1, "succeeded"),
+        )
+        assert before.value(f"{COMPLETION}_count") == after.value(f"{COMPLETION}_count")

@@ -9,6 +9,7 @@ bindings and every dedupe key a test used are deleted afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -766,7 +767,8 @@ class TestStoreUnavailable:
 
 
 class TestRootSpan:
-    """One SERVER root span ``webhook.<type>`` per accepted event, started after classification."""
+    """One SERVER root span ``webhook.<type>`` per accepted event, made after classification and dated
+    from the request's receipt."""
 
     @pytest.mark.parametrize("fixture", FIXTURES)
     async def test_root_and_publish_spans(
@@ -824,6 +826,36 @@ class TestRootSpan:
         assert sender_trace not in message["headers"]["traceparent"]
         assert "spoofed" not in message["headers"]["baggage"]
         assert "evil" not in message["headers"]["baggage"]
+
+    async def test_root_starts_at_the_receipt_the_task_carries(
+        self,
+        webhooks: Callable[..., Webhooks],
+        span_exporter: InMemorySpanExporter,
+        store: redis.Redis[bytes],
+        queue: str,
+    ) -> None:
+        """The request's start, before its body has arrived, is the root span's start and the task's
+        ``received_at``: the receipt the worker measures receipt → done from."""
+        hooks = webhooks()
+        body = json.dumps(hooks.event()).encode()
+        headers = hooks.headers(body)
+        marks: list[int] = []
+
+        async def slow_sender() -> AsyncIterator[bytes]:
+            yield body[:10]
+            await asyncio.sleep(0.2)  # a sender still sending: the receipt is not when the body is whole
+            marks.append(time.time_ns())
+            yield body[10:]
+
+        sent = time.time_ns()
+        response = await hooks.client.post(ROUTE, content=slow_sender(), headers=headers)
+
+        assert 202 == response.status_code, response.text
+        (root,) = roots(span_exporter.get_finished_spans())
+        assert root.start_time is not None
+        assert sent <= root.start_time < marks[0] - 100_000_000
+        (message,) = queued(store, queue)
+        assert root.start_time / 1e9 == pytest.approx(task_kwargs(message)["received_at"], abs=1e-6)
 
     async def test_rejected_webhook_has_no_root_span(
         self, webhooks: Callable[..., Webhooks], span_exporter: InMemorySpanExporter

@@ -15,6 +15,7 @@ from tests.metrics_scrape import Scrape
 from tracing import TracingSettings, configure_tracing, trace_batch, trace_span
 from tracing.metrics import (
     BATCH_ITEMS,
+    DURATION_BUCKETS_S,
     TASK_DURATION,
     TASKS,
     MetricSpec,
@@ -82,6 +83,22 @@ class TestRecording:
         }
         count(TASKS, 1, {"task": "t", "status": "dead_lettered"})
         assert 1 == exposition().value("tracehook_tasks_total", task="t", status="dead_lettered")
+
+    def test_histogram_starts_at_zero(self, metrics: TracingSettings) -> None:
+        """A histogram's series started at 0 export every bucket, sum and count at 0; values add to them,
+        and starting again later resets nothing."""
+        start_at_zero(TASK_DURATION, [{"task": "a"}, {"task": "b"}])
+        scraped = exposition()
+        buckets = [s for s in scraped.samples if s.name == "tracehook_task_duration_seconds_bucket"]
+        assert 2 * (len(DURATION_BUCKETS_S) + 1) == len(buckets)
+        assert {0.0} == {s.value for s in scraped.samples}
+        assert {"a", "b"} == scraped.label_values("tracehook_task_duration_seconds_count", "task")
+        observe(TASK_DURATION, 0.2, {"task": "a"})
+        start_at_zero(TASK_DURATION, [{"task": "a"}])
+        scraped = exposition()
+        assert 1 == scraped.value("tracehook_task_duration_seconds_count", task="a")
+        assert 1 == scraped.value("tracehook_task_duration_seconds_bucket", task="a", le="0.25")
+        assert 0 == scraped.value("tracehook_task_duration_seconds_count", task="b")
 
     def test_start_at_zero_not_configured(self) -> None:
         """Without configure_metrics, start_at_zero exports nothing and does not raise."""

@@ -1,9 +1,10 @@
 """monitoring/alerts.yml and monitoring/prometheus.yml, parsed and checked against the metrics the code exports.
 
 No Prometheus runs here, so the rules are checked statically: every metric an expression names is one the
-code declares (with its ``_total``/``_bucket``/... suffix), every label it matches on is one of that metric's
-labels, every value it matches ``status``/``outcome`` against is one the code produces, and every rule has a
-``for``, a severity and a summary.
+code declares (with its ``_total``/``_bucket``/... suffix) or a recording rule of the file, every label it
+matches on is one of that metric's labels, every value it matches ``status``/``outcome`` against is one the
+code produces, every alert has a ``for``, a severity and a summary, and the objective's threshold is the
+one the workers mark traces with.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import yaml
 import workflows.metrics  # noqa: F401  # declares the RentVine instruments
 from tracing.celery_metrics import TASK_STATUSES
 from tracing.metrics import MetricSpec, metric_specs
-from workflows.metrics import WEBHOOK_OUTCOMES
+from workflows.metrics import COMPLETION_BUCKETS_S, COMPLETION_OUTCOMES, WEBHOOK_OUTCOMES
+from workflows.settings import AppSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "monitoring" / "alerts.yml"
@@ -50,9 +52,18 @@ def _rules() -> list[dict[str, Any]]:
     return [rule for group in _load(ALERTS)["groups"] for rule in group["rules"]]
 
 
+def _alerts() -> list[dict[str, Any]]:
+    return [rule for rule in _rules() if "alert" in rule]
+
+
 def _exported() -> dict[str, MetricSpec]:
-    """Sample name → its instrument, for every instrument the code declares."""
-    return {name: spec for spec in metric_specs() for name in spec.exported_names}
+    """Sample name → its instrument, for every instrument the code declares, and every series the rule
+    file records (as an instrument without labels: the objective's ratios sum every label away)."""
+    exported = {name: spec for spec in metric_specs() for name in spec.exported_names}
+    for rule in _rules():
+        if "record" in rule:
+            exported[rule["record"]] = MetricSpec(rule["record"], "counter", "recorded")
+    return exported
 
 
 def _selectors(expr: str) -> list[tuple[str, dict[str, tuple[str, str]]]]:
@@ -86,6 +97,8 @@ class TestAlertRules:
             "TracehookQueueWaitHigh",
             "TracehookWorkflowSlow",
             "TracehookSignatureRejections",
+            "TracehookWebhookObjectiveFastBurn",
+            "TracehookWebhookObjectiveSlowBurn",
         } <= set(expressions)
         assert "histogram_quantile(0.95" in expressions["TracehookQueueWaitHigh"]
         assert "tracehook_queue_wait_seconds_bucket" in expressions["TracehookQueueWaitHigh"]
@@ -93,7 +106,7 @@ class TestAlertRules:
         assert 'status="dead_lettered"' in expressions["TracehookDeadLetters"]
         assert 'outcome="rejected_signature"' in expressions["TracehookSignatureRejections"]
 
-    @pytest.mark.parametrize("rule", _rules(), ids=_rule_id)
+    @pytest.mark.parametrize("rule", _alerts(), ids=_rule_id)
     def test_rule_is_complete(self, rule: dict[str, Any]) -> None:
         """An alert name, a ``for`` duration, a known severity and a summary (and a description)."""
         assert re.fullmatch(r"[A-Z][A-Za-z0-9]+", rule["alert"])
@@ -122,6 +135,8 @@ class TestAlertRules:
         known = {
             ("tracehook_tasks_total", "status"): TASK_STATUSES,
             ("tracehook_webhooks_received_total", "outcome"): WEBHOOK_OUTCOMES,
+            ("tracehook_webhook_completion_seconds_bucket", "outcome"): COMPLETION_OUTCOMES,
+            ("tracehook_webhook_completion_seconds_count", "outcome"): COMPLETION_OUTCOMES,
         }
         for name, matchers in _selectors(rule["expr"]):
             for label, (operator, value) in matchers.items():
@@ -137,6 +152,40 @@ class TestAlertRules:
         """The checker itself: it finds names and matchers, and skips functions and grouping labels."""
         found = _selectors('sum by (le, queue) (rate(tracehook_x_bucket{a="1", b=~"c|d"}[5m])) > 0')
         assert [("tracehook_x_bucket", {"a": ("=", "1"), "b": ("=~", "c|d")})] == found
+
+
+class TestObjectiveRules:
+    """The objective's threshold is written the same everywhere: the default WEBHOOK_OBJECTIVE_S, as the
+    ``le`` of a bucket the histogram has, in every rule, and in the alerts' texts."""
+
+    def test_threshold_is_the_settings(self) -> None:
+        """Every ``le`` matched on the completion histogram is the default objective (as the exposition
+        writes a bound), which is a bucket bound; the alerts say it in seconds."""
+        objective = AppSettings.webhook_objective_s
+        assert objective in COMPLETION_BUCKETS_S
+        bucket = "tracehook_webhook_completion_seconds_bucket"
+        found = {
+            matchers["le"]
+            for rule in _rules()
+            for name, matchers in _selectors(rule["expr"])
+            if name == bucket and "le" in matchers
+        }
+        assert {("=", repr(objective))} == found
+        objective_alerts = [rule for rule in _alerts() if "WebhookObjective" in rule["alert"]]
+        assert 2 == len(objective_alerts)
+        for rule in objective_alerts:
+            assert f"within {objective:g} s" in rule["annotations"]["summary"]
+
+    def test_alerts_read_windows_the_file_records(self) -> None:
+        """Each burn-rate alert compares a long and a short window, both recorded, at the same rate."""
+        recorded = {rule["record"] for rule in _rules() if "record" in rule}
+        for rule in _alerts():
+            if "WebhookObjective" not in rule["alert"]:
+                continue
+            windows = re.findall(r"(tracehook:\S+)\s*>\s*(\([^)]*\))", rule["expr"])
+            assert 2 == len(windows), rule["expr"]
+            assert {name for name, _ in windows} <= recorded
+            assert 1 == len({threshold for _, threshold in windows})
 
 
 class TestPrometheusConfig:
@@ -215,7 +264,7 @@ class TestAlertUnitTestsCoverEveryAlert:
     def test_fires_and_stays_quiet(self) -> None:
         """For every alert of alerts.yml, at least one evaluation expects it and one expects nothing."""
         cases = [case for test in _load(ALERT_TESTS)["tests"] for case in test["alert_rule_test"]]
-        for rule in _rules():
+        for rule in _alerts():
             name = rule["alert"]
             mine = [case for case in cases if case["alertname"] == name]
             assert any(case["exp_alerts"] for case in mine), f"{name}: no case where it fires"

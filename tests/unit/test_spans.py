@@ -54,6 +54,16 @@ class TestTraceSpan:
         assert child.parent is not None
         assert by_name(spans, "remote").context.span_id == child.parent.span_id
 
+    def test_start_time(self, span_exporter: InMemorySpanExporter) -> None:
+        """A start time given (ns since the epoch) is the span's start; its end is still when it ends."""
+        started = time.time_ns() - 250_000_000
+        with trace_span("backdated", start_time=started):
+            pass
+        (span,) = span_exporter.get_finished_spans()
+        assert started == span.start_time
+        assert span.end_time is not None
+        assert span.end_time - started >= 250_000_000
+
 
 class TestTraced:
     """The decorator gives each call a span, for sync and async functions."""
