@@ -18,7 +18,15 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-__all__ = ["BAR_WIDTH", "DETAIL_KEYS", "SpanRow", "normalise_id", "render_tree", "spans_of_trace"]
+__all__ = [
+    "BAR_WIDTH",
+    "DETAIL_KEYS",
+    "SpanRow",
+    "normalise_id",
+    "render_tree",
+    "spans_of_trace",
+    "split_tree",
+]
 
 BAR_WIDTH: Final = 30
 DETAIL_KEYS: Final = ("http.response.status_code",)
@@ -104,7 +112,7 @@ def spans_of_trace(spans: Iterable[SpanRow], trace_id: str) -> list[SpanRow]:
     return [span for span in spans if span.trace_id == wanted]
 
 
-def _children(spans: list[SpanRow]) -> tuple[list[SpanRow], dict[str, list[SpanRow]]]:
+def split_tree(spans: list[SpanRow]) -> tuple[list[SpanRow], dict[str, list[SpanRow]]]:
     """Roots (no parent, or a parent missing from the trace) and children by parent id, by start time."""
     known = {span.span_id for span in spans}
     roots: list[SpanRow] = []
@@ -168,7 +176,7 @@ def _render_trace(
 ) -> None:
     start = min(row.start_ns for row in rows)
     end = max(row.end_ns for row in rows)
-    roots, children = _children(rows)
+    roots, children = split_tree(rows)
     depths: dict[str, int] = {}
     stack = [(root, 1) for root in reversed(roots)]
     while stack:
