@@ -88,6 +88,7 @@ def start_worker(
         cwd=ROOT,
         log_dir=tmp_path,
         ready_timeout=None,
+        name=queue,
     )
 
 

@@ -276,6 +276,7 @@ def start_worker(
     cwd: str | os.PathLike[str] | None = None,
     log_dir: str | os.PathLike[str] | None = None,
     ready_timeout: float | None = 60.0,
+    name: str | None = None,
 ) -> Worker:
     """Start ``celery -A app worker --pool=prefork`` and, by default, wait until it takes work.
 
@@ -291,6 +292,8 @@ def start_worker(
         cwd: the worker's working directory, first on its import path; this process's when omitted.
         log_dir: where the worker's log file goes; a new temporary directory when omitted.
         ready_timeout: seconds to wait for :meth:`Worker.wait_ready`; ``None`` does not wait.
+        name: the node name's part before ``@`` (``-n name@%h``); one of its own when omitted, never
+            Celery's default ``celery``, so a ping reaches this worker and no other.
 
     Returns:
         The running worker. The caller stops it (:meth:`Worker.stop`, or ``with start_worker(...)``);
@@ -303,13 +306,14 @@ def start_worker(
     if concurrency < 1:
         msg = f"concurrency={concurrency}: a prefork worker needs at least one child"
         raise ValueError(msg)
-    chosen = tuple(queues) if queues is not None else (f"tracehook-{uuid.uuid4().hex[:10]}",)
+    own = f"tracehook-{uuid.uuid4().hex[:10]}"
+    chosen = tuple(queues) if queues is not None else (own,)
     if not chosen:
         msg = "queues is empty: give at least one queue, or omit it for one of the worker's own"
         raise ValueError(msg)
     directory = Path(cwd) if cwd is not None else Path.cwd()
     logs = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="tracehook-worker-"))
-    node = f"{chosen[0]}@%h"
+    node = f"{name or own}@%h"
     command = [
         *prefix,
         sys.executable,
@@ -333,7 +337,7 @@ def start_worker(
     if sys.platform == "linux":
         executable = _which(command[0])
         command = [sys.executable, "-c", _LAUNCH, str(os.getpid()), executable, *command[1:]]
-    log_path = logs / f"worker-{chosen[0]}.log"
+    log_path = logs / f"worker-{name or own}.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603  # the command is built above from the caller's arguments
             command,

@@ -119,6 +119,7 @@ class WorkerFactory:
         prefix: Sequence[str] = (),
         cwd: str | os.PathLike[str] | None = None,
         ready_timeout: float | None = 60.0,
+        name: str | None = None,
     ) -> Worker:
         """Start a worker of ``app`` (``celery -A app worker --pool=prefork``); see ``start_worker``."""
         from tracing.testing._worker import start_worker  # noqa: PLC0415
@@ -135,6 +136,7 @@ class WorkerFactory:
             cwd=cwd if cwd is not None else self.cwd,
             log_dir=self.log_dir,
             ready_timeout=None,
+            name=name,
         )
         self.started.append(worker)
         if ready_timeout is not None:
