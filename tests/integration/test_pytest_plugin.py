@@ -4,18 +4,21 @@ real prefork workers on the real Redis, and nothing left running after a failing
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REDIS_URL
+from tests.integration.conftest import REDIS_URL, ROOT
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.integration
 # The user's project has none of the plugins this environment has for tracehook's own tests.
 NOT_OURS = ("-p", "no:celery", "-p", "no:asyncio")
+# docs/testing.md's example: each fenced block whose first line is a comment naming a file is that file.
+EXAMPLE_FILE = re.compile(r"```(?:python|toml)\n# ([\w/.]+)\n(.*?)```", re.DOTALL)
 
 SHOP = """
 import os
@@ -188,3 +191,20 @@ class TestOptIn:
         result.stdout.fnmatch_lines(["*tracehook's fixtures are off in this test session: opt in with*"])
         result = pytester.runpytest(*NOT_OURS, "--tracehook")
         result.assert_outcomes(passed=2)
+
+
+class TestDocumentedExample:
+    """docs/testing.md's complete example passes as written."""
+
+    def test_example(self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Its app, its test and its configuration, in a project of their own: one test, passed."""
+        files = dict(EXAMPLE_FILE.findall((ROOT / "docs" / "testing.md").read_text()))
+        assert {"pyproject.toml", "shop/tasks.py", "tests/test_traces.py"} == set(files)
+        for name, text in files.items():
+            path = pytester.path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        (pytester.path / "shop" / "__init__.py").write_text("")
+        monkeypatch.setenv("SHOP_BROKER_URL", REDIS_URL)
+        result = pytester.runpytest(*NOT_OURS)
+        result.assert_outcomes(passed=1)
