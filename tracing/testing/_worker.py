@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import os
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,8 @@ class Worker:
         given to another process, so stopping never signals a stranger.
         """
         if self._exit_code is None and self.process.returncode is None:
+            if not hasattr(os, "waitid"):
+                return self.process.poll()  # no waitid (macOS): reaped, and the group is not swept
             with contextlib.suppress(ChildProcessError):
                 status = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
                 if status is not None and status.si_pid == self.pid:
@@ -144,8 +147,9 @@ class Worker:
                 if not self._wait_exit(timeout):
                     self._kill_group()
                     self._wait_exit(_SWEEP_S)
-            # The main process is a zombie until reaped, so its group id is still ours to signal.
-            self._kill_group()
+            # Unreaped, the main process is a zombie whose group id is still ours to signal.
+            if self.process.returncode is None:
+                self._kill_group()
             self._wait_group_gone(_SWEEP_S)
             self.process.wait(_SWEEP_S)
         with _live_lock:
@@ -214,15 +218,17 @@ def _load_app(path: str) -> Any:
 
 
 def _python_path(cwd: Path, extra: str) -> str:
-    """``cwd``, then this process's own import path outside the interpreter's, then ``extra``: the worker
-    imports what the test could (``pythonpath`` ini entries, a ``src/`` layout)."""
-    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    """``cwd``, then this process's own import path but the interpreter's and site-packages, then ``extra``:
+    the worker imports what the test could (``pythonpath`` ini entries, a ``src/`` layout), and finds
+    installed packages where it always does."""
+    skipped = [Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)]
+    skipped += [Path(p).resolve() for p in (*site.getsitepackages(), site.getusersitepackages())]
     entries = [str(cwd)]
     for entry in sys.path:
         if not entry:
             continue
         path = Path(entry).resolve()
-        if any(path == prefix or prefix in path.parents for prefix in prefixes):
+        if any(path == other or other in path.parents for other in skipped):
             continue
         if path.is_dir() and str(path) not in entries:
             entries.append(str(path))

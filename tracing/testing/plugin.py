@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -176,14 +176,12 @@ def tracehook_worker(
         factory.stop_all()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """On a failed test that started workers, add the end of each worker's log to the report."""
-    report = yield
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
     workers = item.stash.get(_workers_key, None)
     if workers and report.failed and call.when in {"setup", "call"}:
         for worker in workers:
             report.sections.append((f"tracehook worker {worker.hostname} log", worker.log[-_LOG_TAIL:]))
-    return report
