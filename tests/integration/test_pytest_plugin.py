@@ -1,13 +1,16 @@
-"""The pytest plugin as a user has it: a separate test project (pytester) on a fresh Celery app of its own,
-real prefork workers on the real Redis, and nothing left running after a failing or interrupted test."""
+"""The pytest plugin as a user has it: a separate test project (pytester), run by its own pytest process, on
+a fresh Celery app of its own, real prefork workers on the real Redis; nothing left running after a
+failing or interrupted test.
+
+The projects' own conftest checks what is left at the end of their session, after every fixture's
+teardown and before their process exits: a worker outliving its test would be stopped at that exit (by the
+kernel, on Linux), which would hide the fault from a check made afterwards.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-import socket
-import time
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,7 @@ pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.integration
 # The user's project has none of the plugins this environment has for tracehook's own tests.
 NOT_OURS = ("-p", "no:celery", "-p", "no:asyncio")
+RUN_TIMEOUT_S = 240
 # docs/testing.md's example: each fenced block whose first line is a comment naming a file is that file.
 EXAMPLE_FILE = re.compile(r"```(?:python|toml)\n# ([\w/.]+)\n(.*?)```", re.DOTALL)
 
@@ -37,10 +41,67 @@ def charge(order: str, card: str) -> str:
         return order
 """
 
-TESTS = """
+CONFTEST = """
 import json
+import socket
+import time
 from pathlib import Path
 
+import pytest
+
+RECORDS = Path("records.jsonl")
+
+
+@pytest.fixture
+def record(tracehook_receiver):
+    def record(worker):
+        with RECORDS.open("a") as out:
+            out.write(json.dumps({"queue": worker.queue, "endpoint": tracehook_receiver.endpoint}) + "\\n")
+    return record
+
+
+def recorded():
+    return [json.loads(line) for line in RECORDS.read_text().splitlines()] if RECORDS.exists() else []
+
+
+def running(text):
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in command and state != "Z":
+            return True
+    return False
+
+
+def listening(endpoint):
+    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def left(receivers):
+    deadline = time.monotonic() + 15
+    while True:
+        workers = sorted({item["queue"] for item in recorded() if running(item["queue"])})
+        ports = sorted({item["endpoint"] for item in recorded() if receivers and listening(item["endpoint"])})
+        if not (workers or ports) or time.monotonic() > deadline:
+            return {"records": len(recorded()), "workers": workers, "receivers": ports}
+        time.sleep(0.05)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    Path("left.json").write_text(json.dumps(left(receivers=True)))
+"""
+
+TESTS = """
+from conftest import left
 from tracing import trace_span
 from tracing.testing import assert_no_card_numbers, assert_trace, span
 
@@ -53,38 +114,31 @@ EXPECTED = span("checkout")(
 )
 
 
-def record(worker, receiver):
-    with Path("records.jsonl").open("a") as out:
-        out.write(json.dumps({"queue": worker.queue, "pid": worker.pid, "port": receiver.endpoint}) + "\\n")
-
-
-def test_checkout_trace(tracehook_receiver, tracehook_producer, tracehook_worker):
+def test_checkout_trace(tracehook_receiver, tracehook_producer, tracehook_worker, record):
     worker = tracehook_worker("shop", concurrency=1)
-    record(worker, tracehook_receiver)
+    record(worker)
     with trace_span("checkout") as root:
         result = shop.charge.apply_async(("o-1", "4111 1111 1111 1111"), queue=worker.queue)
         assert "o-1" == result.get(timeout=30)
     assert_no_card_numbers(assert_trace(tracehook_receiver, root, EXPECTED))
 
 
-def test_expects_a_server_span(tracehook_receiver, tracehook_producer, tracehook_worker):
+def test_expects_a_server_span(tracehook_receiver, tracehook_producer, tracehook_worker, record):
     worker = tracehook_worker("shop", concurrency=1)
-    record(worker, tracehook_receiver)
+    record(worker)
     with trace_span("checkout") as root:
         shop.charge.apply_async(("o-2", "none"), queue=worker.queue).get(timeout=30)
     assert_trace(tracehook_receiver, root, span("checkout")(span("publish shop.charge")(
         span("run shop.charge", kind="SERVER")("charge.card"))))
+
+
+def test_workers_of_the_tests_before_are_gone():
+    assert {"records": 2, "workers": [], "receivers": []} == left(receivers=False)
 """
 
 INTERRUPTED = """
-import json
-from pathlib import Path
-
-
-def test_interrupted(tracehook_receiver, tracehook_worker):
-    worker = tracehook_worker("shop", concurrency=1)
-    with Path("records.jsonl").open("a") as out:
-        out.write(json.dumps({"queue": worker.queue, "pid": worker.pid, "port": tracehook_receiver.endpoint}) + "\\n")
+def test_interrupted(tracehook_worker, record):
+    record(tracehook_worker("shop", concurrency=1))
     raise KeyboardInterrupt
 """
 
@@ -93,49 +147,15 @@ def test_interrupted(tracehook_receiver, tracehook_worker):
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A user's project: a Celery app of its own (``shop``) on the test Redis, opted in to the plugin."""
     monkeypatch.setenv("SHOP_REDIS_URL", REDIS_URL)
-    pytester.makepyfile(shop=SHOP)
+    pytester.makepyfile(shop=SHOP, conftest=CONFTEST)
     pytester.makeini("[pytest]\ntracehook = true\n")
     return pytester
 
 
-def leftovers(project: pytest.Pytester) -> tuple[list[str], list[int]]:
-    """Poll with a deadline until no worker of the records runs and no receiver port answers; return what
-    is still there at the deadline: (the queues of live workers, the open receiver ports)."""
-    lines = (project.path / "records.jsonl").read_text().splitlines()
-    parsed = [json.loads(line) for line in lines if line]
-    assert parsed, "the project's tests recorded no worker"
-    deadline = time.monotonic() + 15
-    while True:
-        queues = [item["queue"] for item in parsed if processes_mentioning(item["queue"])]
-        ports = sorted({int(item["port"].rsplit(":", 1)[1]) for item in parsed if listening(item["port"])})
-        if (not queues and not ports) or time.monotonic() > deadline:
-            return queues, ports
-        time.sleep(0.05)
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """The live processes whose command line holds ``text`` (a worker's queue is in its ``-Q`` and ``-n``)."""
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in command and state != "Z":
-            found.append(int(entry.name))
+def left_at_the_end(project: pytest.Pytester) -> dict[str, object]:
+    """What the project's session found running after its teardown: workers, receivers."""
+    found: dict[str, object] = json.loads((project.path / "left.json").read_text())
     return found
-
-
-def listening(endpoint: str) -> bool:
-    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class TestPlugin:
@@ -143,10 +163,10 @@ class TestPlugin:
 
     def test_pass_and_fail(self, project: pytest.Pytester) -> None:
         """The right tree passes; the wrong one fails with the actual tree as tracehook trace prints it,
-        and the worker's log; every worker and the receiver are gone after the session."""
+        and the worker's log; its worker is gone before the next test, the receiver after the session."""
         project.makepyfile(test_shop=TESTS)
-        result = project.runpytest(*NOT_OURS)
-        result.assert_outcomes(passed=1, failed=1)
+        result = project.runpytest_subprocess(*NOT_OURS, timeout=RUN_TIMEOUT_S)
+        result.assert_outcomes(passed=2, failed=1)
         result.stdout.fnmatch_lines(
             [
                 "*AssertionError: trace * is not the expected tree: 'checkout' > 'publish shop.charge' > "
@@ -160,14 +180,14 @@ class TestPlugin:
                 "*ready.*",
             ]
         )
-        assert ([], []) == leftovers(project)
+        assert {"records": 2, "workers": [], "receivers": []} == left_at_the_end(project)
 
     def test_interrupted(self, project: pytest.Pytester) -> None:
         """Ctrl-C in a test (KeyboardInterrupt) still stops its worker and the receiver."""
         project.makepyfile(test_interrupted=INTERRUPTED)
-        recorder = project.inline_run(*NOT_OURS, no_reraise_ctrlc=True)
-        assert pytest.ExitCode.INTERRUPTED == recorder.ret
-        assert ([], []) == leftovers(project)
+        result = project.runpytest_subprocess(*NOT_OURS, timeout=RUN_TIMEOUT_S)
+        assert pytest.ExitCode.INTERRUPTED == result.ret
+        assert {"records": 1, "workers": [], "receivers": []} == left_at_the_end(project)
 
 
 class TestOptIn:
@@ -206,5 +226,5 @@ class TestDocumentedExample:
             path.write_text(text)
         (pytester.path / "shop" / "__init__.py").write_text("")
         monkeypatch.setenv("SHOP_BROKER_URL", REDIS_URL)
-        result = pytester.runpytest(*NOT_OURS)
+        result = pytester.runpytest_subprocess(*NOT_OURS, timeout=RUN_TIMEOUT_S)
         result.assert_outcomes(passed=1)
