@@ -20,6 +20,7 @@ from typing import Any, Final
 
 __all__ = [
     "REDACTED",
+    "card_numbers_in",
     "is_identifier_key",
     "is_sensitive_key",
     "luhn_valid",
@@ -162,6 +163,27 @@ def scrub_text(text: str) -> str:
     if _SSN.search(text) is None:
         return text
     return _SSN.sub(lambda m: f"***{m.group(2)}**{m.group(2)}{m.group(4)}", text)
+
+
+def card_numbers_in(value: Any) -> list[str]:
+    """The card numbers :func:`scrub_text` and :func:`scrub_value` would mask in ``value``, masked.
+
+    A string gives each run of digits holding a card; an integer that is a card gives itself; anything
+    else gives nothing (walk containers yourself, keys and all, to apply the key rules).
+    """
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        digits = str(abs(value))
+        return [_mask(str(value))] if _MIN_CARD <= len(digits) <= _MAX_CARD and luhn_valid(digits) else []
+    if not isinstance(value, str) or len(value) < _MIN_CARD:
+        return []
+    found: list[str] = []
+    for match in _DIGIT_RUN.finditer(value):
+        masked = _mask_cards(match.group())
+        if masked != match.group():
+            found.append(masked)
+    return found
 
 
 def scrub_value(key: str, value: Any) -> Any:

@@ -1,6 +1,8 @@
-"""One trace as rows and as a tree: the model and rendering behind ``tracehook trace``.
+"""One trace as rows and as a tree, for ``tracehook trace`` and the demo.
 
-Two sources give the same :class:`SpanRow` list:
+The row model and the tree renderer are :mod:`tracing._trace_tree` (the test assertions of
+``tracing.testing`` print with them too); this module reads the rows. Two sources give the same
+:class:`SpanRow` list:
 
 * Jaeger v2's query API, ``GET /api/v3/traces/{trace_id}``. Its HTTP gateway answers
   ``{"result": {"resourceSpans": [...]}}``: OTLP/JSON (``resourceSpans`` → ``scopeSpans`` → ``spans``)
@@ -13,18 +15,16 @@ Pure functions only: no I/O beyond writing to the :class:`rich.console.Console` 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from rich.console import Console
 from rich.text import Text
-from rich.tree import Tree
 
+from tracing._trace_tree import BAR_WIDTH, DETAIL_KEYS, SpanRow, normalise_id, spans_of_trace
+from tracing._trace_tree import render_tree as _render_tree
 from tracing.exporters import iter_otlp_json_spans
 from workflows.objective import COMPLETION_MS, OBJECTIVE_MET, OUTCOME
 
@@ -40,57 +40,10 @@ __all__ = [
     "spans_of_trace",
 ]
 
-BAR_WIDTH: Final = 30
-_NAME_COLUMN_MAX: Final = 72
-_GUIDE_WIDTH: Final = 4  # rich's tree guides ("├── ") take four cells per level
 _KINDS: Final = ("INTERNAL", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUSES: Final = ("UNSET", "OK", "ERROR")
-_PALETTE: Final = ("cyan", "green", "magenta", "blue", "yellow", "bright_cyan", "bright_green", "bright_blue")
-
-
-@dataclass(frozen=True)
-class SpanRow:
-    """One span, normalised: hex ids, short kind and status names, plain attribute values."""
-
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    name: str
-    service: str
-    kind: str
-    start_ns: int
-    end_ns: int
-    status: str
-    status_message: str = ""
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def duration_ms(self) -> float:
-        """Wall-clock duration in milliseconds."""
-        return max(0, self.end_ns - self.start_ns) / 1_000_000
-
-    @property
-    def slow(self) -> bool:
-        """True when the pipeline flagged the span ``slow=true``."""
-        value = self.attributes.get("slow")
-        return value is True or (isinstance(value, str) and value.lower() == "true")
-
-    def to_json(self) -> dict[str, Any]:
-        """The row as a JSON-ready dict (the items of ``tracehook trace --json``)."""
-        return {
-            "trace_id": self.trace_id,
-            "span_id": self.span_id,
-            "parent_span_id": self.parent_span_id,
-            "name": self.name,
-            "service": self.service,
-            "kind": self.kind,
-            "start_ns": self.start_ns,
-            "end_ns": self.end_ns,
-            "duration_ms": round(self.duration_ms, 3),
-            "status": self.status,
-            "status_message": self.status_message,
-            "attributes": self.attributes,
-        }
+# The workflow's outcome, shown next to the HTTP status the renderer shows anyway.
+WORKFLOW_DETAIL_KEYS: Final = ("workflow.status", *DETAIL_KEYS)
 
 
 @dataclass(frozen=True)
@@ -122,29 +75,11 @@ def completion_of(rows: Iterable[SpanRow]) -> Completion | None:
     )
 
 
-def normalise_id(value: Any, size: int) -> str:
-    """A trace (``size=16``) or span (``size=8``) id as lowercase hex, from hex or base64.
-
-    Raises:
-        ValueError: neither hex nor base64 of ``size`` bytes.
-    """
-    if value is None or value == "":
-        return ""
-    text = str(value).strip()
-    if len(text) == 2 * size:
-        try:
-            return bytes.fromhex(text).hex()
-        except ValueError:
-            pass
-    padded = text + "=" * (-len(text) % 4)
-    for decode in (base64.b64decode, base64.urlsafe_b64decode):
-        try:
-            raw = decode(padded)
-        except (binascii.Error, ValueError):
-            continue
-        if len(raw) == size:
-            return raw.hex()
-    raise ValueError(f"{text!r} is neither hex nor base64 of a {size}-byte id")
+def _completion_note(rows: list[SpanRow]) -> Text | None:
+    done = completion_of(rows)
+    if done is None:
+        return None
+    return Text(done.describe(), style="bold" if done.objective_met else "bold red")
 
 
 def _any_value(value: Any) -> Any:
@@ -251,128 +186,14 @@ def load_spans_text(text: str) -> list[SpanRow]:
     return load_jaeger_v3(document)
 
 
-def spans_of_trace(spans: Iterable[SpanRow], trace_id: str) -> list[SpanRow]:
-    """The rows of one trace (hex or base64 id)."""
-    wanted = normalise_id(trace_id, 16)
-    return [span for span in spans if span.trace_id == wanted]
-
-
-def _children(spans: list[SpanRow]) -> tuple[list[SpanRow], dict[str, list[SpanRow]]]:
-    """Roots (no parent, or a parent missing from the trace) and children by parent id, by start time."""
-    known = {span.span_id for span in spans}
-    roots: list[SpanRow] = []
-    children: dict[str, list[SpanRow]] = {}
-    for span in sorted(spans, key=lambda row: (row.start_ns, row.span_id)):
-        if span.parent_span_id and span.parent_span_id in known and span.parent_span_id != span.span_id:
-            children.setdefault(span.parent_span_id, []).append(span)
-        else:
-            roots.append(span)
-    return roots, children
-
-
-def _bar(span: SpanRow, start: int, end: int, width: int, style: str) -> Text:
-    window = max(1, end - start)
-    first = min(width - 1, max(0, math.floor((span.start_ns - start) / window * width)))
-    last = min(width, max(first + 1, math.ceil((span.end_ns - start) / window * width)))
-    bar = Text("│", style="dim")
-    bar.append("·" * first, style="dim")
-    bar.append("█" * (last - first), style=style)
-    bar.append("·" * (width - last), style="dim")
-    bar.append("│", style="dim")
-    return bar
-
-
-def _details(span: SpanRow) -> Text:
-    attributes = span.attributes
-    text = Text()
-    if span.status == "ERROR":
-        text.append("  ERROR", style="bold red")
-        if span.status_message:
-            text.append(f" {span.status_message}", style="red")
-    if span.slow:
-        text.append("  slow", style="bold yellow")
-    text.append(f"  {span.kind.lower()}", style="dim")
-    if "batch.items_total" in attributes:
-        failed = attributes.get("batch.items_failed")
-        text.append(f"  items {attributes['batch.items_total']}", style="bold")
-        if failed is not None:
-            text.append(f" failed {failed}", style="bold red" if failed else "bold")
-    if "batch.chunk_index" in attributes:
-        text.append(
-            f"  chunk {attributes['batch.chunk_index']} size {attributes.get('batch.chunk_size', '?')}"
-        )
-        if attributes.get("batch.chunk_failed"):
-            text.append(f" failed {attributes['batch.chunk_failed']}", style="red")
-    if "celery.attempt" in attributes:
-        text.append(f"  attempt {attributes['celery.attempt']}", style="bold")
-    for key in ("workflow.status", "http.response.status_code"):
-        if key in attributes:
-            text.append(f"  {key.rsplit('.', 1)[-1]}={attributes[key]}", style="dim")
-    return text
-
-
-def _render_trace(
-    trace_id: str, rows: list[SpanRow], colours: Mapping[str, str], console: Console, bar_width: int
-) -> None:
-    start = min(row.start_ns for row in rows)
-    end = max(row.end_ns for row in rows)
-    roots, children = _children(rows)
-    depths: dict[str, int] = {}
-    stack = [(root, 1) for root in reversed(roots)]
-    while stack:
-        span, depth = stack.pop()
-        if span.span_id in depths:
-            continue
-        depths[span.span_id] = depth
-        stack.extend((child, depth + 1) for child in reversed(children.get(span.span_id, [])))
-
-    def depth_of(span: SpanRow) -> int:
-        return depths.get(span.span_id, 1)
-
-    column = min(
-        _NAME_COLUMN_MAX,
-        max(depth_of(row) * _GUIDE_WIDTH + len(row.service) + 2 + len(row.name) for row in rows),
-    )
-
-    def label(span: SpanRow) -> Text:
-        colour = colours.get(span.service, "white")
-        failed = span.status == "ERROR"
-        left = Text.assemble((span.service, colour), "  ", (span.name, "bold red" if failed else "bold"))
-        left.truncate(max(8, column - depth_of(span) * _GUIDE_WIDTH), overflow="ellipsis", pad=True)
-        text = Text.assemble(left, " ", _bar(span, start, end, bar_width, colour))
-        text.append(f" {span.duration_ms:9.1f} ms", style="red" if failed else "")
-        text.append_text(_details(span))
-        return text
-
-    header = Text.assemble(
-        (f"trace {trace_id}", "bold"),
-        f"  {len(rows)} spans, {len({row.service for row in rows})} services, "
-        f"{(end - start) / 1_000_000:.1f} ms",
-    )
-    done = completion_of(rows)
-    if done is not None:
-        header.append(f"\n{done.describe()}", style="bold" if done.objective_met else "bold red")
-    tree = Tree(header, guide_style="dim")
-    seen: set[str] = set()
-    pending: list[tuple[Tree, SpanRow]] = [(tree, root) for root in reversed(roots)]
-    while pending:
-        node, span = pending.pop()
-        if span.span_id in seen:
-            continue
-        seen.add(span.span_id)
-        branch = node.add(label(span))
-        pending.extend((branch, child) for child in reversed(children.get(span.span_id, [])))
-    console.print(tree, soft_wrap=False, crop=False)
-
-
 def render_tree(spans: list[SpanRow], console: Console, *, bar_width: int = BAR_WIDTH) -> None:
-    """Print the spans as a tree: service, name, waterfall bar, duration, status, slow flag, batch and
-    retry details; children ordered by start time; under the header, the webhook's receipt → done once it
-    is done (:func:`completion_of`). Several traces in ``spans`` give several trees."""
-    by_trace: dict[str, list[SpanRow]] = {}
-    for span in spans:
-        by_trace.setdefault(span.trace_id, []).append(span)
-    services = sorted({span.service for span in spans})
-    colours = {service: _PALETTE[index % len(_PALETTE)] for index, service in enumerate(services)}
-    for trace_id, rows in by_trace.items():
-        _render_trace(trace_id, rows, colours, console, bar_width)
+    """Print the spans as ``tracehook trace`` does: :func:`tracing._trace_tree.render_tree` with the
+    workflow's status among the details and, under the header, the webhook's receipt → done once it is
+    done (:func:`completion_of`)."""
+    _render_tree(
+        spans,
+        console,
+        bar_width=bar_width,
+        detail_keys=WORKFLOW_DETAIL_KEYS,
+        header_note=_completion_note,
+    )

@@ -1,25 +1,23 @@
-"""Real processes for integration tests: Celery workers on the real Redis, spans at a real OTLP receiver."""
+"""Real processes for integration tests: Celery workers on the real Redis, spans at a real OTLP receiver.
+
+The receiver, the workers and the producer are tracing.testing's, the ones users' tests get from the
+pytest plugin; here they are set up for the project's own test apps.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-from tests.otlp_receiver import OtlpReceiver
-from tracing import TracingSettings, configure_tracing
+from tracing import testing
+from tracing.testing import OtlpReceiver, Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -53,45 +51,16 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield rcv
 
 
-@dataclass
-class Worker:
-    """A Celery worker running as a subprocess."""
-
-    process: subprocess.Popen[str]
-    queue: str
-    log_path: Path
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
-
-
-def worker_env(receiver: OtlpReceiver, queue: str, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
+def worker_env(queue: str, **extra: str) -> dict[str, str]:
+    """What the project's test apps read in a worker: the test Redis, the worker's queue as the default
+    queue (for the tasks it publishes itself), its service name."""
+    return {
         "REDIS_URL": REDIS_URL,
         "CELERY_DEFAULT_QUEUE": queue,
         "SERVICE_NAME": "test-worker",
-        "TRACE_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
         "LOG_LEVEL": "INFO",
-        # No metrics endpoint unless a test asks for one: many workers run here at once.
-        "WORKER_METRICS_PORT": "0",
+        **extra,
     }
-    env.update(extra)
-    return env
 
 
 def start_worker(
@@ -105,65 +74,36 @@ def start_worker(
     **env: str,
 ) -> Worker:
     """Start ``celery -A app worker --pool=prefork`` on a queue of its own (behind the ``prefix`` command,
-    e.g. ``opentelemetry-instrument``); :func:`wait_ready` waits until it runs tasks."""
+    e.g. ``opentelemetry-instrument``) with tracing.testing's :func:`~tracing.testing.start_worker`;
+    :func:`wait_ready` waits until it runs tasks."""
     queue = env.pop("CELERY_DEFAULT_QUEUE", f"q-{uuid.uuid4().hex[:10]}")
-    log_path = tmp_path / f"worker-{queue}.log"
-    cmd = [
-        *prefix,
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
+    return testing.start_worker(
         app,
-        "worker",
-        "--pool=prefork",
-        f"--concurrency={concurrency}",
-        "-Q",
-        queue,
-        "-n",
-        f"{queue}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "--loglevel=INFO",
-        *extra_args,
-    ]
-    with log_path.open("w") as out:
-        process = subprocess.Popen(
-            cmd,
-            env=worker_env(receiver, queue, **env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-        )
-    return Worker(process, queue, log_path)
+        receiver=receiver,
+        queues=(queue,),
+        concurrency=concurrency,
+        env=worker_env(queue, **env),
+        extra_args=extra_args,
+        prefix=prefix,
+        cwd=ROOT,
+        log_dir=tmp_path,
+        ready_timeout=None,
+        name=queue,
+    )
 
 
 def wait_ready(
     worker: Worker, app: Any, timeout: float = 60.0, task: str = "tests.integration.celery_app.noop"
 ) -> None:
     """Poll with a deadline until the worker has run a task (``task``, taking no argument) from its queue."""
-    deadline = time.monotonic() + timeout
-    result = app.send_task(task, queue=worker.queue)
-    while time.monotonic() < deadline:
-        if worker.process.poll() is not None:
-            raise AssertionError(f"worker exited with {worker.process.returncode}:\n{worker.log}")
-        if result.ready():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"worker not ready after {timeout}s:\n{worker.log[-3000:]}")
+    worker.wait_ready(timeout, client=app, task=task)
 
 
 @pytest.fixture
-def producer(receiver: OtlpReceiver) -> OtlpReceiver:
+def producer(receiver: OtlpReceiver) -> Iterator[OtlpReceiver]:
     """The test process traces like any producer: spans to the receiver, synchronously."""
-    configure_tracing(
-        TracingSettings(service_name="test-producer", exporter="none"),
-        exporter=OTLPSpanExporter(endpoint=receiver.traces_url),
-        batch=False,
-    )
-    return receiver
+    with testing.export_to(receiver):
+        yield receiver
 
 
 @pytest.fixture
