@@ -1,7 +1,7 @@
 """One trace as a tree: the span model and the renderer behind ``tracehook trace`` and the test assertions.
 
 Domain-free: a :class:`SpanRow` is any span with hex ids and short kind and status names, wherever it was
-read from (Jaeger's query API and OTLP/JSON lines in ``workflows._trace_view``, the test receiver in
+read from (Jaeger's query API and OTLP/JSON lines in ``workflows.cli._trace_view``, the test receiver in
 ``tracing.testing``). No I/O beyond writing to the :class:`rich.console.Console` handed in.
 """
 

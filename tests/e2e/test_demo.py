@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import ROOT
-from workflows._trace_view import completion_of, load_otlp_lines, spans_of_trace
+from workflows.cli._trace_view import completion_of, load_otlp_lines, spans_of_trace
 
 
 def _closed_port() -> int:

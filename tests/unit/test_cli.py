@@ -29,8 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tests.jaeger_api import JaegerQueryApi
 from tracing import SettingsError
 from tracing.exporters import OtlpJsonFileExporter
-from workflows import _trace_view
-from workflows.cli import EXIT_CODES, main
+from workflows.cli import EXIT_CODES, _trace_view, main
 from workflows.signing import SignatureError, StandardWebhooksVerifier
 
 ROOT = Path(__file__).resolve().parents[2]

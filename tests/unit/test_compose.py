@@ -461,7 +461,7 @@ class TestJaegerConfigs:
     def test_doctor_probe_survives_tail_sampling(self) -> None:
         """`tracehook doctor` reads its probe span back: a policy keeps every trace of its service, and it
         waits longer than the tail Jaeger's decision_wait (plus a few seconds for the batch and the write)."""
-        from workflows.doctor import PROBE_SERVICE, WAIT_S  # noqa: PLC0415
+        from workflows.cli._doctor import PROBE_SERVICE, WAIT_S  # noqa: PLC0415
 
         tail = _load(JAEGER_TAIL_CONFIG)["processors"]["tail_sampling"]
         kept = [

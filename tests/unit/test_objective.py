@@ -14,7 +14,7 @@ from tests.metrics_scrape import Scrape
 from tracing import SettingsError, TracingSettings, trace_span
 from tracing.metrics import configure_metrics
 from tracing.prometheus import metrics_registry, render
-from workflows._trace_view import SpanRow, completion_of, render_tree
+from workflows.cli._trace_view import SpanRow, completion_of, render_tree
 from workflows.metrics import COMPLETION_BUCKETS_S
 from workflows.objective import COMPLETION_MS, OBJECTIVE_MET, OUTCOME, record_completion
 from workflows.settings import load_app_settings

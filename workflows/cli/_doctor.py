@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracing.settings import SettingsError
-from workflows import _jaeger
+from workflows.cli import _jaeger
 from workflows.settings import AppSettings, load_app_settings
 
 __all__ = ["PROBE_SERVICE", "WAIT_S", "Finding", "run_checks"]

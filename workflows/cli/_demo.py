@@ -30,8 +30,8 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from workflows._trace_view import SpanRow, load_otlp_lines, render_tree
-from workflows.cli import format_log
+from workflows.cli._logs import format_log
+from workflows.cli._trace_view import SpanRow, load_otlp_lines, render_tree
 from workflows.events import FIXTURES, load_fixture
 from workflows.queue import DEFAULT_REDIS_URL
 from workflows.signing import new_secret, signed_headers
