@@ -27,8 +27,8 @@ from sqlalchemy.pool import StaticPool
 from tests.integration.conftest import ROOT
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tracing import SpanKind, inject_headers, trace_span
-from workflows._sandbox_db import SandboxStore, add_months
 from workflows.events import parse_event
+from workflows.sandbox._db import SandboxStore, add_months
 from workflows.signing import SignatureError, StandardWebhooksVerifier
 
 pytestmark = pytest.mark.integration
