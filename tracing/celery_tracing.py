@@ -24,7 +24,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Final
 
 import structlog
@@ -32,6 +31,17 @@ from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from tracing._celery_message import (
+    ENQUEUED_AT_HEADER,
+    TRACE_HEADERS,
+    enqueued_now,
+    headers_of,
+    merge_baggage,
+    messaging_system,
+    queue_wait,
+    request_headers,
+    task_fields,
+)
 from tracing._stock_celery import guard_stock_instrumentation
 from tracing.propagation import extract_context, inject_headers
 from tracing.protection import protect_provider
@@ -40,11 +50,8 @@ from tracing.spans import record_error
 
 __all__ = ["ENQUEUED_AT_HEADER", "TRACE_HEADERS", "CeleryInstrumentation", "instrument_celery"]
 
-ENQUEUED_AT_HEADER: Final = "tracehook_enqueued_at"
-TRACE_HEADERS: Final = ("traceparent", "tracestate", "baggage")
 _INSTRUMENTED_FLAG: Final = "_tracehook_instrumentation"
 _RECEIVED_LIMIT: Final = 4096
-_SYSTEMS: Final = {"amqp": "rabbitmq", "amqps": "rabbitmq", "pyamqp": "rabbitmq", "rediss": "redis"}
 _SCOPE: Final = "tracehook.celery"
 _TASK_LINE_LOGGERS: Final = ("celery.app.trace", "celery.worker.strategy")
 _LOST_IN_CHILD: Final = frozenset({"TimeLimitExceeded", "WorkerLostError", "Terminated"})
@@ -217,7 +224,7 @@ class CeleryInstrumentation:
 
     def _start_publish(self, name: str, message: Any, kwargs: Mapping[str, Any]) -> Span:
         headers = headers_of(message)
-        fields = _task_fields(message, headers)
+        fields = task_fields(message, headers)
         task_id = str(fields.get("id") or "")
         queue = kwargs.get("queue")
         destination = getattr(queue, "name", queue) or kwargs.get("routing_key") or self._default_queue()
@@ -254,20 +261,20 @@ class CeleryInstrumentation:
         inject_headers(carrier, ctx)
         existing = headers.get("baggage")
         if existing and carrier.get("baggage"):
-            carrier["baggage"] = _merge_baggage(str(existing), carrier["baggage"])
+            carrier["baggage"] = merge_baggage(str(existing), carrier["baggage"])
         elif existing:
             carrier.pop("baggage", None)
         headers.update(carrier)
-        headers[ENQUEUED_AT_HEADER] = repr(time.time())
+        headers[ENQUEUED_AT_HEADER] = enqueued_now()
 
     def _messaging_system(self) -> str:
         # Reading app.conf costs microseconds per access; the broker does not change under a process.
         if self._system is None:
             try:
-                transport = str(self.app.conf.broker_url or "").split("://", 1)[0].split("+", 1)[0]
+                broker_url = str(self.app.conf.broker_url or "")
             except Exception:
-                transport = ""
-            self._system = _SYSTEMS.get(transport, transport or "celery")
+                broker_url = ""
+            self._system = messaging_system(broker_url)
         return self._system
 
     def _default_queue(self) -> str:
@@ -293,7 +300,7 @@ class CeleryInstrumentation:
 
     def _start_run(self, task_id: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         request = task.request
-        carrier = _request_headers(request)
+        carrier = request_headers(request)
         parent = extract_context(carrier) if carrier else None
         if parent is not None and not trace.get_current_span(parent).get_span_context().is_valid:
             parent = None if not baggage.get_all(parent) else parent
@@ -351,17 +358,10 @@ class CeleryInstrumentation:
             attributes["messaging.client.id"] = str(hostname)
         if getattr(request, "is_eager", False):
             attributes["celery.eager"] = True
-        eta_value = getattr(request, "eta", None)
-        if eta_value:
-            attributes["celery.eta"] = str(eta_value)
-        enqueued = _float(carrier.get(ENQUEUED_AT_HEADER))
-        if enqueued is not None:
-            ready = enqueued
-            eta = _eta_seconds(eta_value)
-            if eta is not None and eta > enqueued:
-                attributes["celery.scheduled_delay_ms"] = round((eta - enqueued) * 1000, 3)
-                ready = eta
-            attributes["celery.queue_wait_ms"] = round(max(0.0, now - ready) * 1000, 3)
+        eta = getattr(request, "eta", None)
+        if eta:
+            attributes["celery.eta"] = str(eta)
+        attributes.update(queue_wait(carrier, eta, now))
         return attributes
 
     def on_retry(self, request: Any = None, reason: Any = None, **_: Any) -> None:
@@ -522,7 +522,7 @@ class CeleryInstrumentation:
             return
         name = str(task_name or getattr(request, "task", None) or getattr(request, "name", None) or "unknown")
         task_id = str(getattr(request, "id", "") or getattr(request, "task_id", ""))
-        carrier = _request_headers(request) or self._received.pop(task_id, ("", {}))[1]
+        carrier = request_headers(request) or self._received.pop(task_id, ("", {}))[1]
         span = self._ended_span_start(name, task_id, carrier, status.upper(), attributes)
         span.set_status(Status(StatusCode.ERROR, f"task {status} before it finished"))
         span.end()
@@ -637,67 +637,6 @@ class CeleryInstrumentation:
     def running_tasks(self) -> int:
         """How many task spans are open in this process (0 between tasks: nothing survives a task)."""
         return sum(len(stack) for stack in self._running.values())
-
-
-def headers_of(message: Any) -> MutableMapping[str, Any]:
-    """The headers dict of a Celery task message (a namedtuple whose first field is the headers)."""
-    headers: MutableMapping[str, Any] = message[0] if isinstance(message, tuple) else message.headers
-    return headers
-
-
-def _task_fields(message: Any, headers: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Where the message keeps the task's id, retries, ETA and group: the headers (protocol 2), or the
-    body (protocol 1, ``task_protocol=1``, which old producers still use)."""
-    if "id" in headers:
-        return headers
-    body = message[2] if isinstance(message, tuple) else getattr(message, "body", None)
-    return body if isinstance(body, Mapping) else headers
-
-
-def _merge_baggage(existing: str, ours: str) -> str:
-    """One baggage header: the user's entries kept, ours added where the key is new."""
-    entries: dict[str, str] = {}
-    for part in (existing + "," + ours).split(","):
-        item = part.strip()
-        if not item:
-            continue
-        key = item.split("=", 1)[0].strip()
-        entries.setdefault(key, item)
-    return ",".join(entries.values())
-
-
-def _request_headers(request: Any) -> dict[str, Any]:
-    """The trace headers of a Celery request, wherever this Celery version put them."""
-    found: dict[str, Any] = {}
-    nested = getattr(request, "headers", None)
-    nested = nested if isinstance(nested, Mapping) else {}
-    for key in (*TRACE_HEADERS, ENQUEUED_AT_HEADER):
-        value = getattr(request, key, None)
-        if value is None:
-            value = nested.get(key)
-        if value is None and isinstance(request, Mapping):
-            value = request.get(key)
-        if value is not None:
-            found[key] = value
-    return found
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _eta_seconds(eta: Any) -> float | None:
-    if eta is None:
-        return None
-    if isinstance(eta, datetime):
-        return eta.timestamp()
-    try:
-        return datetime.fromisoformat(str(eta)).timestamp()
-    except ValueError:
-        return None
 
 
 def _connect_metrics(inst: CeleryInstrumentation, signals: Any, *, configure_worker: bool) -> None:
