@@ -4,7 +4,7 @@ Per task attempt: ``tracehook_tasks_total{task, status}``, ``tracehook_task_dura
 ``tracehook_queue_wait_seconds{queue}``, recorded in the process that ran the task, with the run span as
 the histograms' exemplar. The worker's main process makes a directory of its own at ``worker_init``
 (before the pool forks) and serves ``/metrics`` on ``WORKER_METRICS_PORT`` from it; each pool child
-writes its snapshot there (:mod:`tracing.snapshots`), so every child's tasks reach the scrape.
+writes its snapshot there (:mod:`tracing._snapshots`), so every child's tasks reach the scrape.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Final
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
+from tracing._snapshots import SnapshotWriter
 from tracing.metrics import (
     QUEUE_WAIT,
     TASK_DURATION,
@@ -32,7 +33,6 @@ from tracing.metrics import (
 )
 from tracing.prometheus import metrics_registry
 from tracing.settings import TracingSettings
-from tracing.snapshots import SnapshotWriter
 
 __all__ = ["TASK_STATUSES", "CeleryMetrics", "set_task_status"]
 

@@ -7,7 +7,7 @@ then becomes one stdlib record of the logger of the same name, whose message is 
 propagates to the root logger's handlers like any other: tracehook's own handler writes it as it is, a
 user's file handler, Sentry or OpenTelemetry's ``LoggingHandler`` get it too.
 
-Stdlib records (Celery's, uvicorn's, a library's) are scrubbed as they are made (``tracing.log_records``),
+Stdlib records (Celery's, uvicorn's, a library's) are scrubbed as they are made (``tracing._log_records``),
 so every handler sees them scrubbed, whoever added it and when; inside a span they carry ``trace_id`` and
 ``span_id`` as attributes, for a user's formatter. tracehook's handler renders them with the same
 processors as structlog lines. Lines at INFO and above written inside a recording span are also added to
@@ -24,7 +24,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from tracing.log_records import RenderedLine, install_record_factory, uninstall_record_factory
+from tracing._log_records import RenderedLine, install_record_factory, uninstall_record_factory
 from tracing.scrubbing import scrub_text, scrub_value
 from tracing.settings import TracingSettings, load_settings
 from tracing.spans import flatten_attributes
@@ -236,7 +236,7 @@ class _LineFormatter(structlog.stdlib.ProcessorFormatter):
 
 
 def _exception_text(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """A stdlib record whose traceback was masked carries it as text only (see ``tracing.log_records``)."""
+    """A stdlib record whose traceback was masked carries it as text only (see ``tracing._log_records``)."""
     record = event_dict.get("_record")
     if record is not None and record.exc_text and "exc_info" not in event_dict:
         event_dict["exception"] = record.exc_text

@@ -5,7 +5,7 @@ Each process aggregates what it records in memory: a counter is a number per lab
 bucket counts, sum, count and, per bucket, the latest exemplar (the trace and span ids of a value recorded
 inside a sampled span). :func:`snapshot` reads it when ``/metrics`` is scraped (:mod:`tracing.prometheus`,
 for a single-process server such as the intake) or writes it to a file that the Celery worker's main
-process sums with its other pool children's (:mod:`tracing.snapshots`, prefork). A forked child never
+process sums with its other pool children's (:mod:`tracing._snapshots`, prefork). A forked child never
 reports its parent's counts: the first record after a fork starts from zero.
 
 Why not OpenTelemetry's metrics SDK, which this module used before: it cost 4-10 µs per recorded value

@@ -1,7 +1,7 @@
 """The Prometheus exposition of tracehook's metrics: this process's, plus a prefork worker's children.
 
 ``/metrics`` is rendered by prometheus_client from a collector that merges this process's snapshot with
-the snapshot directory's (:mod:`tracing.snapshots`). Histogram buckets carry exemplars (``trace_id``,
+the snapshot directory's (:mod:`tracing._snapshots`). Histogram buckets carry exemplars (``trace_id``,
 ``span_id``) in the OpenMetrics format, which Prometheus asks for when exemplar storage is on; the text
 format 0.0.4 has no exemplars.
 """
@@ -20,8 +20,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
+from tracing._snapshots import Snapshot, SnapshotDirectory, merge_snapshots, process_snapshot
 from tracing.metrics import metric_specs
-from tracing.snapshots import Snapshot, SnapshotDirectory, merge_snapshots, process_snapshot
 
 __all__ = ["SnapshotCollector", "metrics_registry", "render"]
 

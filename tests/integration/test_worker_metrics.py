@@ -19,8 +19,8 @@ import pytest
 from tests.integration.conftest import Worker, start_worker, wait_ready
 from tests.metrics_scrape import Scrape, scrape, wait_for_scrape, wait_for_values
 from tests.otlp_receiver import OtlpReceiver
+from tracing._snapshots import RETIRED
 from tracing.celery_metrics import TASK_STATUSES
-from tracing.snapshots import RETIRED
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 60

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from tests.metrics_scrape import Scrape
 from tracing import TracingSettings, configure_tracing, trace_batch, trace_span
+from tracing._snapshots import RETIRED, SnapshotDirectory, SnapshotWriter, merge_snapshots, process_snapshot
 from tracing.metrics import (
     BATCH_ITEMS,
     DURATION_BUCKETS_S,
@@ -29,7 +30,6 @@ from tracing.metrics import (
 )
 from tracing.prometheus import metrics_registry, render
 from tracing.settings import SettingsError, load_settings
-from tracing.snapshots import RETIRED, SnapshotDirectory, SnapshotWriter, merge_snapshots, process_snapshot
 from workflows.metrics import currency_label, event_type_label, outcome_of, priority_label
 
 
@@ -287,13 +287,13 @@ class TestForkedChildren:
         import threading  # noqa: PLC0415
         import time  # noqa: PLC0415
 
+        import tracing._snapshots  # noqa: PLC0415
         import tracing.metrics  # noqa: PLC0415
-        import tracing.snapshots  # noqa: PLC0415
 
         held, release = threading.Event(), threading.Event()
 
         def scrape_in_progress() -> None:
-            with tracing.metrics._lock, tracing.snapshots._lock:
+            with tracing.metrics._lock, tracing._snapshots._lock:
                 held.set()
                 release.wait(30)
 
