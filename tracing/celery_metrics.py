@@ -32,7 +32,8 @@ from tracing.metrics import (
     start_at_zero,
 )
 from tracing.prometheus import metrics_registry
-from tracing.settings import TracingSettings
+from tracing.settings import TracingSettings, load_settings
+from tracing.setup import current_settings
 
 __all__ = ["TASK_STATUSES", "CeleryMetrics", "set_task_status"]
 
@@ -74,9 +75,6 @@ class CeleryMetrics:
     _writer: SnapshotWriter | None = None
 
     def _settings(self) -> TracingSettings:
-        from tracing.settings import load_settings  # noqa: PLC0415
-        from tracing.setup import current_settings  # noqa: PLC0415
-
         return self.settings or current_settings() or load_settings(service_name="tracehook-worker")
 
     # -- tasks (called by CeleryInstrumentation's task_prerun and task_postrun handlers) ----------------

@@ -43,9 +43,18 @@ from tracing._celery_message import (
     task_fields,
 )
 from tracing._stock_celery import guard_stock_instrumentation
+from tracing.celery_metrics import CeleryMetrics
+from tracing.logs import configure_logging
 from tracing.propagation import extract_context, inject_headers
 from tracing.protection import protect_provider
-from tracing.settings import TracingSettings
+from tracing.settings import TracingSettings, load_settings
+from tracing.setup import (
+    configure_tracing,
+    current_provider,
+    current_settings,
+    flush_provider,
+    shutdown_tracing,
+)
 from tracing.spans import record_error
 
 __all__ = ["ENQUEUED_AT_HEADER", "TRACE_HEADERS", "CeleryInstrumentation", "instrument_celery"]
@@ -84,7 +93,7 @@ class CeleryInstrumentation:
     configure: bool
     setup_logging: bool = False
     task_log_lines: bool = False
-    metrics: Any = None
+    metrics: CeleryMetrics | None = None
     _running: dict[str, list[_Running]] = field(default_factory=dict, init=False, repr=False)
     _connected: list[tuple[Any, Callable[..., None]]] = field(default_factory=list, init=False, repr=False)
     _original_sender: Any = field(default=None, init=False, repr=False)
@@ -134,9 +143,6 @@ class CeleryInstrumentation:
         return tracer
 
     def _own_provider(self) -> trace.TracerProvider | None:
-        from tracing.settings import load_settings  # noqa: PLC0415
-        from tracing.setup import configure_tracing, current_settings  # noqa: PLC0415
-
         if self._own_failed:
             return None
         try:
@@ -469,7 +475,7 @@ class CeleryInstrumentation:
             self._message_span(
                 request,
                 getattr(sender, "name", None),
-                f"{reason}",
+                reason,
                 {"celery.revoked.reason": reason, "celery.terminated.signal": str(signum or "")},
             )
         except Exception:
@@ -565,10 +571,6 @@ class CeleryInstrumentation:
         self._in_worker = True
         if not self.setup_logging:
             return
-        from tracing.logs import configure_logging  # noqa: PLC0415
-        from tracing.settings import load_settings  # noqa: PLC0415
-        from tracing.setup import current_settings  # noqa: PLC0415
-
         try:
             settings = self.settings or current_settings() or load_settings(service_name=self._service())
             configure_logging(settings)
@@ -588,8 +590,6 @@ class CeleryInstrumentation:
         exist, all within ``flush_timeout_s``: a pool child leaves with ``os._exit``, so nothing else
         would export what their batch processors still hold.
         """
-        from tracing.setup import current_provider, flush_provider, shutdown_tracing  # noqa: PLC0415
-
         for task_id in list(self._running):
             for running in self._running.pop(task_id, []):
                 running.span.set_status(Status(StatusCode.ERROR, "worker process exited during the task"))
@@ -639,14 +639,12 @@ class CeleryInstrumentation:
         return sum(len(stack) for stack in self._running.values())
 
 
-def _connect_metrics(inst: CeleryInstrumentation, signals: Any, *, configure_worker: bool) -> None:
+def _connect_worker_metrics(inst: CeleryInstrumentation, task_metrics: CeleryMetrics, signals: Any) -> None:
     # The task metrics are recorded by the tracing handlers (one receiver per signal, the request read
     # once): CeleryInstrumentation calls task_metrics.waited and .ran.
-    task_metrics = inst.metrics
-    if configure_worker:
-        inst.connect(signals.worker_init, task_metrics.on_worker_init)
-        inst.connect(signals.worker_process_init, task_metrics.on_process_init)
-        inst.connect(signals.worker_shutdown, task_metrics.on_worker_shutdown)
+    inst.connect(signals.worker_init, task_metrics.on_worker_init)
+    inst.connect(signals.worker_process_init, task_metrics.on_process_init)
+    inst.connect(signals.worker_shutdown, task_metrics.on_worker_shutdown)
 
 
 def _brought_own_set_up(tracer_provider: trace.TracerProvider | None) -> bool:
@@ -729,21 +727,18 @@ def instrument_celery(
     inst.connect(signals.task_rejected, inst.on_rejected)
     inst.connect(signals.task_unknown, inst.on_rejected)
     inst.connect(signals.task_received, inst.on_received)
-    if metrics:
-        from tracing.celery_metrics import CeleryMetrics  # noqa: PLC0415
-
-        inst.metrics = CeleryMetrics(ours=inst._ours, settings=settings)
-        if configure_worker:
-            # Before the span flush, which may wait flush_timeout_s for an unreachable endpoint: a child's
-            # last metrics snapshot must not wait behind it.
-            inst.connect(signals.worker_process_shutdown, inst.metrics.on_process_shutdown)
+    task_metrics = inst.metrics = CeleryMetrics(ours=inst._ours, settings=settings) if metrics else None
+    if task_metrics is not None and configure_worker:
+        # Before the span flush, which may wait flush_timeout_s for an unreachable endpoint: a child's
+        # last metrics snapshot must not wait behind it.
+        inst.connect(signals.worker_process_shutdown, task_metrics.on_process_shutdown)
     inst.connect(signals.worker_process_shutdown, inst.on_process_shutdown)
     inst.connect(signals.worker_shutdown, inst.on_process_shutdown)
     inst.connect(signals.worker_init, inst.on_process_init)
     inst.connect(signals.worker_process_init, inst.on_process_init)
     if setup_logging:
         inst.connect(signals.setup_logging, inst.on_setup_logging)
-    if metrics:
-        _connect_metrics(inst, signals, configure_worker=configure_worker)
+    if task_metrics is not None and configure_worker:
+        _connect_worker_metrics(inst, task_metrics, signals)
     setattr(app, _INSTRUMENTED_FLAG, inst)
     return inst

@@ -30,7 +30,7 @@ from tracing.settings import TracingSettings, load_settings
 from tracing.spans import flatten_attributes
 
 __all__ = [
-    "TraceContextAdder",
+    "add_trace_context",
     "configure_logging",
     "get_logger",
     "mirror_to_span",
@@ -71,13 +71,6 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
         if "span_id" not in event_dict:
             event_dict["span_id"] = format(ctx.span_id, "016x")
     return event_dict
-
-
-class TraceContextAdder:
-    """Processor adding the current span's ids; ``TraceContextAdder()`` is :func:`add_trace_context`."""
-
-    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        return add_trace_context(logger, method_name, event_dict)
 
 
 # Fields the pipeline itself adds: never secrets, and a timestamp looks like a run of digits.

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tracing import instrument_celery
 from tracing.settings import SettingsError, env_int
 
 __all__ = [
@@ -119,9 +120,7 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 def producer_app(env: Mapping[str, str] | None = None) -> Any:
     """A Celery app that only publishes (the intake's, the CLI's), traced with ``instrument_celery``."""
-    from celery import Celery  # noqa: PLC0415
-
-    from tracing import instrument_celery  # noqa: PLC0415
+    from celery import Celery  # noqa: PLC0415  # Celery only where a producer is made, not for its settings
 
     app = Celery("tracehook-producer")
     config = celery_config(env)

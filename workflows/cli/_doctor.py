@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 import httpx
+import redis
+from kombu.connection import Connection
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -24,7 +26,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tracing.settings import SettingsError
 from workflows.cli import _jaeger
+from workflows.queue import celery_config
 from workflows.settings import AppSettings, load_app_settings
+from workflows.store import open_store
 
 __all__ = ["PROBE_SERVICE", "WAIT_S", "Finding", "run_checks"]
 
@@ -125,10 +129,6 @@ _OTLP: Final = "set TRACE_EXPORTER=otlp and OTEL_EXPORTER_OTLP_ENDPOINT to Jaege
 
 
 def _store_finding(settings: AppSettings, timeout_s: float) -> Finding:
-    import redis  # noqa: PLC0415
-
-    from workflows.store import open_store  # noqa: PLC0415
-
     try:
         store = open_store(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         store.ping()
@@ -143,10 +143,6 @@ def _store_finding(settings: AppSettings, timeout_s: float) -> Finding:
 
 
 def _broker_finding(env: Mapping[str, str], redis_url: str, timeout_s: float) -> Finding | None:
-    from kombu.connection import Connection  # noqa: PLC0415
-
-    from workflows.queue import celery_config  # noqa: PLC0415
-
     try:
         config = celery_config(env)
     except SettingsError as exc:
