@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tracing import metrics
+from tracing._guard import capture_internal_errors
 
 __all__ = ["Snapshot", "SnapshotDirectory", "SnapshotWriter", "merge_snapshots", "process_snapshot"]
 
@@ -179,18 +180,15 @@ class SnapshotWriter:
 
     def write(self) -> None:
         """Write the snapshot now if it changed; failures are logged, never raised."""
-        try:
-            with self._lock:
-                text = json.dumps(process_snapshot(), separators=(",", ":"))
-                if text == self._last:
-                    return
-                temporary = self.directory / f".{self.name}.tmp"
-                temporary.write_text(text, encoding="utf-8")
-                # Atomic: the main process never reads half a file.
-                temporary.replace(self.directory / f"{self.name}{SNAPSHOT_SUFFIX}")
-                self._last = text
-        except Exception:
-            _log.warning("tracehook: could not write the metrics snapshot", exc_info=True)
+        with capture_internal_errors(_log, "tracehook: could not write the metrics snapshot"), self._lock:
+            text = json.dumps(process_snapshot(), separators=(",", ":"))
+            if text == self._last:
+                return
+            temporary = self.directory / f".{self.name}.tmp"
+            temporary.write_text(text, encoding="utf-8")
+            # Atomic: the main process never reads half a file.
+            temporary.replace(self.directory / f"{self.name}{SNAPSHOT_SUFFIX}")
+            self._last = text
 
     def stop(self) -> None:
         """Stop the thread and write a last snapshot (what the child recorded just before it exits)."""

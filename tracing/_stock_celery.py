@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Final
 
+from tracing._guard import capture_internal_errors
+
 __all__ = ["STOCK_MODULE", "guard_stock_instrumentation"]
 
 STOCK_MODULE: Final = "opentelemetry.instrumentation.celery"
@@ -50,7 +52,9 @@ def _guard(module: ModuleType, active: Callable[[], bool]) -> None:
     instrumentor = getattr(module, "CeleryInstrumentor", None)
     if instrumentor is None or getattr(instrumentor, _GUARDED, False):
         return
-    try:
+    with capture_internal_errors(
+        _log, "tracehook: could not switch off opentelemetry-instrumentation-celery"
+    ):
         instance = instrumentor()  # BaseInstrumentor is a singleton: this is the one already in use
         if instance.is_instrumented_by_opentelemetry:
             instance.uninstrument()
@@ -62,8 +66,6 @@ def _guard(module: ModuleType, active: Callable[[], bool]) -> None:
             )
         instrumentor._instrument = _refuse_while(active, instrumentor._instrument)
         setattr(instrumentor, _GUARDED, True)
-    except Exception:
-        _log.warning("tracehook: could not switch off opentelemetry-instrumentation-celery", exc_info=True)
 
 
 class _GuardOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):

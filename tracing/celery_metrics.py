@@ -21,6 +21,7 @@ from typing import Any, Final
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
+from tracing._guard import capture_internal_errors
 from tracing._snapshots import SnapshotWriter
 from tracing.metrics import (
     QUEUE_WAIT,
@@ -81,28 +82,24 @@ class CeleryMetrics:
 
     def waited(self, queue: str, wait_s: float, span: Span) -> None:
         """An attempt started after ``wait_s`` in ``queue`` (publish, or ETA, to start); never raises."""
-        try:
+        with capture_internal_errors(_log, "tracehook: could not record the queue wait of a task"):
             observe(QUEUE_WAIT, max(0.0, wait_s), {"queue": queue}, context=trace.set_span_in_context(span))
-        except Exception:
-            _log.warning("tracehook: could not record the queue wait of a task", exc_info=True)
 
     def ran(self, task_id: str, name: str, state: str | None, duration_s: float, span: Span) -> None:
         """An attempt ended with Celery's ``state`` (None: interrupted) after ``duration_s``; never raises."""
-        try:
+        with capture_internal_errors(_log, "tracehook: could not record the metrics of task %s", task_id):
             status = _overrides.pop(task_id, None) or (
                 "interrupted" if state is None else _STATUSES.get(str(state), "other")
             )
             observe(TASK_DURATION, duration_s, {"task": name}, context=trace.set_span_in_context(span))
             count(TASKS, 1, {"task": name, "status": status})
-        except Exception:
-            _log.warning("tracehook: could not record the metrics of task %s", task_id, exc_info=True)
 
     # -- processes ----------------------------------------------------------------------------------
 
     def on_worker_init(self, sender: Any = None, **_: Any) -> None:
         """worker_init (main process, before the pool forks): every task's counters at 0, the snapshot
         directory and the endpoint."""
-        try:
+        with capture_internal_errors(_log, "tracehook: could not set up the worker's metrics"):
             settings = self._settings()
             if not configure_metrics(settings):
                 return
@@ -111,8 +108,6 @@ class CeleryMetrics:
                 return  # no endpoint, so no snapshots for it to read
             self.directory = Path(tempfile.mkdtemp(prefix="tracehook-metrics-"))
             self._serve(settings.worker_metrics_port)
-        except Exception:
-            _log.warning("tracehook: could not set up the worker's metrics", exc_info=True)
 
     def _start_at_zero(self, app: Any) -> None:
         # In the main process, whose series every scrape includes: a restarted worker's first dead letter
@@ -153,11 +148,9 @@ class CeleryMetrics:
 
     def on_process_init(self, **_: Any) -> None:
         """worker_process_init (pool child): metrics from zero, their snapshot written to the directory."""
-        try:
+        with capture_internal_errors(_log, "tracehook: could not set up metrics in the pool child"):
             if self.directory is not None and configure_metrics(self._settings()):
                 self._writer = SnapshotWriter(self.directory).start()
-        except Exception:
-            _log.warning("tracehook: could not set up metrics in the pool child", exc_info=True)
 
     def on_process_shutdown(self, **_: Any) -> None:
         """worker_process_shutdown (pool child): write the last snapshot before the child exits."""
@@ -167,7 +160,7 @@ class CeleryMetrics:
 
     def on_worker_shutdown(self, **_: Any) -> None:
         """worker_shutdown (main process): stop serving and remove the directory."""
-        try:
+        with capture_internal_errors(_log, "tracehook: could not stop the worker's metrics"):
             if self._server is not None:
                 self._server.shutdown()
                 self._server.server_close()
@@ -175,5 +168,3 @@ class CeleryMetrics:
             if self.directory is not None:
                 shutil.rmtree(self.directory, ignore_errors=True)
                 self.directory = None
-        except Exception:
-            _log.warning("tracehook: could not stop the worker's metrics", exc_info=True)

@@ -42,6 +42,7 @@ from tracing._celery_message import (
     request_headers,
     task_fields,
 )
+from tracing._guard import capture_internal_errors
 from tracing._stock_celery import guard_stock_instrumentation
 from tracing.celery_metrics import CeleryMetrics
 from tracing.logs import configure_logging
@@ -168,7 +169,8 @@ class CeleryInstrumentation:
         """Wrap ``app.amqp.send_task_message`` so each publish is a PRODUCER span that always ends."""
 
         def send_task_message(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
+            span: Span | None = None
+            with capture_internal_errors(_log, "tracehook: could not trace the publish of %s", name):
                 extra = kwargs.get("headers")
                 if isinstance(extra, Mapping) and extra:
                     # apply_async(headers=...) arrives here and is merged over the message's headers by
@@ -176,8 +178,7 @@ class CeleryInstrumentation:
                     kwargs = {**kwargs, "headers": None}
                     headers_of(message).update(extra)
                 span = self._start_publish(name, message, kwargs)
-            except Exception:
-                _log.warning("tracehook: could not trace the publish of %s", name, exc_info=True)
+            if span is None:
                 return original(producer, name, message, *args, **kwargs)
             token = otel_context.attach(trace.set_span_in_context(span))
             try:
@@ -299,10 +300,8 @@ class CeleryInstrumentation:
         """task_prerun: start the CONSUMER span as a child of the publish span, bind the log context."""
         if task is None or task_id is None or not self._ours(task):
             return
-        try:
+        with capture_internal_errors(_log, "tracehook: could not start the span of task %s", task_id):
             self._start_run(task_id, task, args or (), kwargs or {})
-        except Exception:
-            _log.warning("tracehook: could not start the span of task %s", task_id, exc_info=True)
 
     def _start_run(self, task_id: str, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         request = task.request
@@ -325,10 +324,8 @@ class CeleryInstrumentation:
             if key in kwargs and isinstance(kwargs[key], str | int):
                 log_fields.setdefault(key, kwargs[key])
         if self.log_context is not None:
-            try:
+            with capture_internal_errors(_log, "tracehook: log_context hook failed", level=logging.DEBUG):
                 log_fields.update(self.log_context(task, args, kwargs))
-            except Exception:
-                _log.debug("tracehook: log_context hook failed", exc_info=True)
         log_tokens = structlog.contextvars.bind_contextvars(**log_fields)
         self._running.setdefault(task_id, []).append(_Running(span, token, log_tokens, time.perf_counter()))
         if self.metrics is not None:
@@ -388,10 +385,8 @@ class CeleryInstrumentation:
         **_: Any,
     ) -> None:
         """task_failure: record the exception (unless the task declares it in ``throws``)."""
-        try:
+        with capture_internal_errors(_log, "tracehook: could not record the failure of task %s", task_id):
             self._failure(task_id, exception, sender, einfo)
-        except Exception:
-            _log.warning("tracehook: could not record the failure of task %s", task_id, exc_info=True)
 
     def _failure(self, task_id: str | None, exception: BaseException | None, task: Any, einfo: Any) -> None:
         if task_id is None or exception is None or not self._ours(task):
@@ -424,26 +419,28 @@ class CeleryInstrumentation:
         if not stack:
             del self._running[task_id]
         try:
-            span = running.span
-            if state is None:
-                # The task was interrupted (hard time limit, terminate): postrun runs, the task did not.
-                span.set_attribute("celery.state", "INTERRUPTED")
-                span.set_status(Status(StatusCode.ERROR, "task interrupted before it finished"))
-            else:
-                span.set_attribute("celery.state", str(state))
-            duration_s = time.perf_counter() - running.started
-            span.set_attribute("celery.duration_ms", round(duration_s * 1000, 3))
-            if self.metrics is not None:
-                self.metrics.ran(task_id, str(getattr(task, "name", "unknown")), state, duration_s, span)
-        except Exception:
-            _log.debug("tracehook: could not annotate task span", exc_info=True)
+            with capture_internal_errors(
+                _log, "tracehook: could not annotate task span", level=logging.DEBUG
+            ):
+                self._annotate_run(running, task_id, task, state)
         finally:
             structlog.contextvars.reset_contextvars(**running.log_tokens)
-            try:
+            with capture_internal_errors(_log, "tracehook: context detach failed", level=logging.DEBUG):
                 otel_context.detach(running.token)  # type: ignore[arg-type]
-            except Exception:
-                _log.debug("tracehook: context detach failed", exc_info=True)
             running.span.end()
+
+    def _annotate_run(self, running: _Running, task_id: str, task: Any, state: str | None) -> None:
+        span = running.span
+        if state is None:
+            # The task was interrupted (hard time limit, terminate): postrun runs, the task did not.
+            span.set_attribute("celery.state", "INTERRUPTED")
+            span.set_status(Status(StatusCode.ERROR, "task interrupted before it finished"))
+        else:
+            span.set_attribute("celery.state", str(state))
+        duration_s = time.perf_counter() - running.started
+        span.set_attribute("celery.duration_ms", round(duration_s * 1000, 3))
+        if self.metrics is not None:
+            self.metrics.ran(task_id, str(getattr(task, "name", "unknown")), state, duration_s, span)
 
     def _ours(self, task: Any) -> bool:
         # Celery's task signals are global: with several apps in one process, each instrumentation
@@ -470,7 +467,7 @@ class CeleryInstrumentation:
         """task_revoked: a span for the revoked task, ended at once with the reason."""
         if sender is not None and not self._ours(sender):
             return
-        try:
+        with capture_internal_errors(_log, "tracehook: could not trace a revoked task", level=logging.DEBUG):
             reason = "expired" if expired else ("terminated" if terminated else "revoked")
             self._message_span(
                 request,
@@ -478,14 +475,14 @@ class CeleryInstrumentation:
                 reason,
                 {"celery.revoked.reason": reason, "celery.terminated.signal": str(signum or "")},
             )
-        except Exception:
-            _log.debug("tracehook: could not trace a revoked task", exc_info=True)
 
     def on_rejected(self, message: Any = None, exc: Any = None, sender: Any = None, **_: Any) -> None:
         """task_rejected / task_unknown: a message the worker would not run, as an ERROR span."""
         if not self._ours(sender):
             return
-        try:
+        with capture_internal_errors(
+            _log, "tracehook: could not trace a rejected message", level=logging.DEBUG
+        ):
             headers = dict(getattr(message, "headers", None) or {})
             name = str(headers.get("task") or "unknown")
             parent = extract_context(headers)
@@ -502,14 +499,12 @@ class CeleryInstrumentation:
             )
             span.set_status(Status(StatusCode.ERROR, f"rejected by the worker: {exc!s}"[:300]))
             span.end()
-        except Exception:
-            _log.debug("tracehook: could not trace a rejected message", exc_info=True)
 
     def on_received(self, request: Any = None, sender: Any = None, **_: Any) -> None:
         """task_received (worker main process): remember the message's trace headers, bounded."""
         if not self._ours(sender):
             return
-        try:
+        with capture_internal_errors(_log, "tracehook: could not note a received task", level=logging.DEBUG):
             task_id = str(getattr(request, "id", "") or "")
             if not task_id:
                 return
@@ -518,8 +513,6 @@ class CeleryInstrumentation:
             self._received[task_id] = (str(getattr(request, "name", "unknown")), carrier)
             while len(self._received) > _RECEIVED_LIMIT:
                 self._received.popitem(last=False)
-        except Exception:
-            _log.debug("tracehook: could not note a received task", exc_info=True)
 
     def _message_span(
         self, request: Any, task_name: str | None, status: str, attributes: Mapping[str, Any]
@@ -571,7 +564,9 @@ class CeleryInstrumentation:
         self._in_worker = True
         if not self.setup_logging:
             return
-        try:
+        with capture_internal_errors(
+            _log, "tracehook: could not set up logging in the worker process", level=logging.ERROR
+        ):
             settings = self.settings or current_settings() or load_settings(service_name=self._service())
             configure_logging(settings)
             if not self.task_log_lines:
@@ -580,8 +575,6 @@ class CeleryInstrumentation:
                 # (celery/app/trace.py, worker/strategy.py), so this must run before: setup_logging does.
                 for name in _TASK_LINE_LOGGERS:
                     logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
-        except Exception:
-            _log.exception("tracehook: could not set up logging in the worker process")
 
     def on_process_shutdown(self, **_: Any) -> None:
         """worker_process_shutdown / worker_shutdown: export what is left, within the flush timeout.

@@ -10,6 +10,8 @@ from typing import Final
 
 from opentelemetry.trace import TracerProvider
 
+from tracing._guard import capture_internal_errors
+
 __all__ = ["KNOWN_INSTRUMENTATIONS", "instrument_libraries"]
 
 _log = logging.getLogger("tracing")
@@ -58,7 +60,7 @@ def instrument_libraries(
         module_name, class_name = KNOWN_INSTRUMENTATIONS[name]
         if not (_installed(name) and _installed(module_name)):
             continue
-        try:
+        with capture_internal_errors(_log, "tracing: could not instrument %s", name):
             instrumentor = getattr(importlib.import_module(module_name), class_name)()
             if not instrumentor.is_instrumented_by_opentelemetry:
                 kwargs: dict[str, object] = {}
@@ -68,6 +70,4 @@ def instrument_libraries(
                     kwargs["enable_commenter"] = False
                 instrumentor.instrument(**kwargs)
             enabled.append(name)
-        except Exception:
-            _log.warning("tracing: could not instrument %s", name, exc_info=True)
     return enabled

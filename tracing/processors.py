@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status, format_span_id, format_trace_id
 
+from tracing._guard import capture_internal_errors
 from tracing.scrubbing import may_need_scrubbing, scrub_text, scrub_value
 
 __all__ = [
@@ -177,10 +178,10 @@ class TracehookSpanProcessor(SpanProcessor):
             return
         # The SDK's own after-fork hook (registered first, so already run) emptied the inherited batch
         # queue and started a thread for it: stop that thread, it would idle in every child forever.
-        try:
+        with capture_internal_errors(
+            _log, "tracing: could not stop the inherited span pipeline", level=logging.DEBUG
+        ):
             inherited.shutdown()
-        except Exception:
-            _log.debug("tracing: could not stop the inherited span pipeline", exc_info=True)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Pass the start on to the delegate."""
@@ -263,10 +264,10 @@ class ScrubbingSpanExporter(SpanExporter):
         """Scrub and flag each span, then export; a span that cannot be scrubbed is dropped, not leaked."""
         prepared: list[ReadableSpan] = []
         for span in spans:
-            try:
+            with capture_internal_errors(
+                _log, "tracing: could not scrub span %s; dropping it", span.name, level=logging.DEBUG
+            ):
                 prepared.append(self._prepare(span))
-            except Exception:
-                _log.debug("tracing: could not scrub span %s; dropping it", span.name, exc_info=True)
         self.health.started()
         result = SpanExportResult.FAILURE
         try:
@@ -289,10 +290,8 @@ class ScrubbingSpanExporter(SpanExporter):
         if not (self._slow_ns > 0 and duration_ns > self._slow_ns):
             return scrub_span(span)
         if self._on_slow is not None:
-            try:
+            with capture_internal_errors(_log, "tracing: slow-span callback failed", level=logging.DEBUG):
                 self._on_slow(span, duration_ns / 1e6)
-            except Exception:
-                _log.debug("tracing: slow-span callback failed", exc_info=True)
         return _scrubbed(span, _SLOW_FLAG)
 
 

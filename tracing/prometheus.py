@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
+from tracing._guard import capture_internal_errors
 from tracing._snapshots import Snapshot, SnapshotDirectory, merge_snapshots, process_snapshot
 from tracing.metrics import metric_specs
 
@@ -85,14 +86,12 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Merge the sources and yield one family per metric; a failure yields what it can and is logged."""
-        try:
+        with capture_internal_errors(_log, "tracehook: could not collect metrics"):
             sources: list[Snapshot] = [process_snapshot()] if self.include_process else []
             if self.directory is not None and self.directory.path.is_dir():
                 self.directory.compact()
                 sources.extend(self.directory.snapshots())
             yield from _families(merge_snapshots(sources))
-        except Exception:
-            _log.warning("tracehook: could not collect metrics", exc_info=True)
 
 
 def metrics_registry(directory: Path | None = None) -> CollectorRegistry:

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from tracing._guard import capture_internal_errors
 from tracing.processors import (
     CountingBatchSpanProcessor,
     ScrubbingSpanExporter,
@@ -115,11 +116,13 @@ def _scrub_all_on_end(multi: Any, guard: _Guard) -> None:
         if clean is not None:
             original_on_end(clean)
 
-    try:
+    with capture_internal_errors(
+        _log,
+        "tracing: cannot protect this tracer provider's span processors with scrubbing",
+        level=logging.ERROR,
+    ):
         setattr(multi, "on_end", on_end)  # noqa: B010  # mypy forbids assigning a method
         setattr(multi, _GUARD, guard)
-    except Exception:
-        _log.exception("tracing: cannot protect this tracer provider's span processors with scrubbing")
 
 
 class _Guard:
@@ -136,11 +139,11 @@ class _Guard:
             return processor
         if getattr(type(processor), "on_end", None) is SpanProcessor.on_end:
             return processor  # never sees an ended span
-        try:
+        with capture_internal_errors(
+            _log, "tracing: cannot wrap the exporter of %r", processor, level=logging.DEBUG
+        ):
             if _scrub_in_exporter(processor):
                 return processor
-        except Exception:
-            _log.debug("tracing: cannot wrap the exporter of %r", processor, exc_info=True)
         return _ScrubbedOnEnd(processor, self)
 
     def scrubbed(self, span: ReadableSpan) -> ReadableSpan | None:

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import Sampler
 
+from tracing._guard import capture_internal_errors
 from tracing.exporters import OtlpJsonFileExporter
 from tracing.processors import (
     CountingBatchSpanProcessor,
@@ -209,9 +210,8 @@ def _bounded(action: Callable[[], object], timeout_s: float, health: ExportHealt
 
     def _run() -> None:
         try:
-            action()
-        except Exception:
-            _log.warning("tracing: flush failed", exc_info=True)
+            with capture_internal_errors(_log, "tracing: flush failed"):
+                action()
         finally:
             done.set()
 
