@@ -38,7 +38,7 @@ from tracing.sampling import RuleBasedSampler, Sampler, build_sampler
 from tracing.scrubbing import REDACTED, scrub_mapping, scrub_text, scrub_value
 from tracing.settings import SettingsError, TracingSettings, load_settings
 from tracing.setup import configure_tracing, flush_tracing, reset_tracing, shutdown_tracing
-from tracing.spans import flatten_attributes, record_error, trace_span, traced
+from tracing.spans import flatten_attributes, record_error, span_ids, trace_span, traced
 
 __all__ = [
     "REDACTED",
@@ -87,6 +87,7 @@ __all__ = [
     "scrub_value",
     "setup_tracing_middleware",
     "shutdown_tracing",
+    "span_ids",
     "trace_async_operation",
     "trace_batch",
     "trace_span",

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from opentelemetry import trace
+from opentelemetry.trace import format_span_id, format_trace_id
 
 from tracing.scrubbing import scrub_text, scrub_value
 
@@ -70,8 +71,8 @@ class _RecordFactory:
         if _correlate:
             ctx = trace.get_current_span().get_span_context()
             if ctx.is_valid:
-                record.trace_id = format(ctx.trace_id, "032x")
-                record.span_id = format(ctx.span_id, "016x")
+                record.trace_id = format_trace_id(ctx.trace_id)
+                record.span_id = format_span_id(ctx.span_id)
         _scrub_record(record)
         return record
 

@@ -23,7 +23,7 @@ from tracing.propagation import extract_context
 from tracing.sampling import RuleBasedSampler
 from tracing.settings import env_float, load_settings
 from tracing.setup import configure_tracing
-from tracing.spans import INSTRUMENTATION_NAME, _profiling, record_error, trace_span, traced
+from tracing.spans import INSTRUMENTATION_NAME, _profiling, record_error, span_ids, trace_span, traced
 
 __all__ = [
     "BusinessMetrics",
@@ -45,10 +45,7 @@ HEALTH_PATHS: Final = "healthz,health,readyz,livez,metrics"
 
 def correlate_with_logs(span: Span | None = None) -> dict[str, str]:
     """``{"trace_id", "span_id"}`` in hex for a span (the current one when omitted); ``{}`` when invalid."""
-    ctx = (span if span is not None else trace.get_current_span()).get_span_context()
-    if not ctx.is_valid:
-        return {}
-    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+    return span_ids((span if span is not None else trace.get_current_span()).get_span_context())
 
 
 class GuideTracer:
@@ -228,12 +225,7 @@ class WebhookTracingMiddleware:
         if origin is None:
             carrier = webhook_data.get("trace_context") if isinstance(webhook_data, Mapping) else None
             if isinstance(carrier, Mapping):
-                span_ctx = trace.get_current_span(extract_context(carrier)).get_span_context()
-                if span_ctx.is_valid:
-                    origin = {
-                        "trace_id": format(span_ctx.trace_id, "032x"),
-                        "span_id": format(span_ctx.span_id, "016x"),
-                    }
+                origin = span_ids(trace.get_current_span(extract_context(carrier)).get_span_context()) or None
         if origin:
             attributes["webhook.source_trace_id"] = origin["trace_id"]
             attributes["webhook.source_span_id"] = origin.get("span_id", "")

@@ -22,6 +22,7 @@ from typing import IO, Any, Final
 
 import structlog
 from opentelemetry import trace
+from opentelemetry.trace import format_span_id, format_trace_id
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from tracing._log_records import RenderedLine, install_record_factory, uninstall_record_factory
@@ -67,9 +68,9 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
         if "trace_id" not in event_dict:
-            event_dict["trace_id"] = format(ctx.trace_id, "032x")
+            event_dict["trace_id"] = format_trace_id(ctx.trace_id)
         if "span_id" not in event_dict:
-            event_dict["span_id"] = format(ctx.span_id, "016x")
+            event_dict["span_id"] = format_span_id(ctx.span_id)
     return event_dict
 
 

@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import format_span_id, format_trace_id
 
 from tracing._guard import capture_internal_errors
 from tracing.settings import TracingSettings, load_settings
@@ -349,7 +350,7 @@ def snapshot() -> dict[str, dict[str, Any]]:
                     sum=float(total),
                     count=number,
                     exemplars={
-                        str(index): [format(trace_id, "032x"), format(span_id, "016x"), value_, when]
+                        str(index): [format_trace_id(trace_id), format_span_id(span_id), value_, when]
                         for index, (trace_id, span_id, value_, when) in sorted(exemplars.items())
                     },
                 )

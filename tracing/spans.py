@@ -14,13 +14,24 @@ from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    Link,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    format_span_id,
+    format_trace_id,
+)
 from opentelemetry.util.types import AttributeValue
 
 __all__ = [
     "INSTRUMENTATION_NAME",
     "flatten_attributes",
     "record_error",
+    "span_ids",
     "trace_span",
     "traced",
 ]
@@ -76,6 +87,14 @@ def flatten_attributes(attributes: Mapping[str, Any], prefix: str = "") -> dict[
         else:
             flat[name] = str(value)
     return flat
+
+
+def span_ids(context: SpanContext) -> dict[str, str]:
+    """A span context's ids as log lines and stores carry them, ``{"trace_id": 32 hex, "span_id": 16 hex}``;
+    ``{}`` when the context is not valid."""
+    if not context.is_valid:
+        return {}
+    return {"trace_id": format_trace_id(context.trace_id), "span_id": format_span_id(context.span_id)}
 
 
 def record_error(span: Span, exc: BaseException, attributes: Mapping[str, Any] | None = None) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
+from opentelemetry.trace import format_span_id, format_trace_id
 
 from tracing.celery_metrics import set_task_status
 from workers.celery_app import app
@@ -100,8 +101,8 @@ def _dead_letter(
     ctx = trace.get_current_span().get_span_context()
     entry = DeadLetters(store).add(
         event=event,
-        trace_id=format(ctx.trace_id, "032x"),
-        span_id=format(ctx.span_id, "016x"),
+        trace_id=format_trace_id(ctx.trace_id),
+        span_id=format_span_id(ctx.span_id),
         error=exc,
         attempts=int(request.retries or 0) + 1,
         task_id=str(request.id),

@@ -12,6 +12,8 @@ from typing import Any, Final
 
 from opentelemetry.trace import Link, Span, SpanContext, TraceFlags
 
+from tracing import span_ids
+
 __all__ = [
     "ENTITY_KEYS",
     "SOURCE_TTL_S",
@@ -33,11 +35,9 @@ def entity_ids(data: Mapping[str, Any]) -> list[str]:
 
 def record_source(client: Any, entity_id: str, span: Span) -> None:
     """Remember that ``span`` (an API call) changed ``entity_id``; errors are the caller's to swallow."""
-    ctx = span.get_span_context()
-    if not ctx.is_valid:
-        return
-    value = json.dumps({"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")})
-    client.set(_PREFIX + entity_id, value, ex=SOURCE_TTL_S)
+    ids = span_ids(span.get_span_context())
+    if ids:
+        client.set(_PREFIX + entity_id, json.dumps(ids), ex=SOURCE_TTL_S)
 
 
 def source_keys(ids: Iterable[str]) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, format_trace_id
 
 from tracing import trace_span
 from workflows.queue import TASK_NAME
@@ -140,6 +140,6 @@ class DeadLetters:
                 kwargs={"event": entry.event, "replay_of": entry.id, "received_at": received_ns / 1e9},
                 retry=False,
             )
-            trace_id = format(span.get_span_context().trace_id, "032x")
+            trace_id = format_trace_id(span.get_span_context().trace_id)
         self.remove(entry.id)
         return trace_id, str(result.id)

@@ -26,7 +26,15 @@ from fastapi.responses import JSONResponse, Response
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    format_trace_id,
+)
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -251,7 +259,7 @@ class Intake:
         ) as span:
             # Read back by handle(): the intake's duration gets this trace as its exemplar.
             _root_span.set(span.get_span_context())
-            trace_id = format(span.get_span_context().trace_id, "032x")
+            trace_id = format_trace_id(span.get_span_context().trace_id)
             response = self._dedupe_and_enqueue(event, payload, claim, priority, trace_id)
             span.set_attribute("http.response.status_code", response.status_code)
             if response.status_code >= 500:

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.conftest import CapturedLogs, by_name
-from tracing import TracingSettings, configure_tracing, record_error, trace_span, traced
+from tracing import TracingSettings, configure_tracing, record_error, span_ids, trace_span, traced
 
 
 class TestTraceSpan:
@@ -180,3 +180,16 @@ class TestSlowSpans:
             warnings[0]["span_name"],
         )
         assert warnings[0]["duration_ms"] >= 20
+
+
+class TestSpanIds:
+    """span_ids gives a span context's ids as log lines carry them, and nothing for an invalid one."""
+
+    def test_valid_context_as_hex(self) -> None:
+        """32 and 16 lower-case hex digits, zero-padded."""
+        context = trace.SpanContext(trace_id=0xAB, span_id=0xC, is_remote=False)
+        assert {"trace_id": "0" * 30 + "ab", "span_id": "0" * 15 + "c"} == span_ids(context)
+
+    def test_invalid_context_gives_nothing(self) -> None:
+        """No span (the invalid context) gives an empty dict, never zeros."""
+        assert {} == span_ids(trace.INVALID_SPAN.get_span_context())

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import format_trace_id
 
 from tracing._trace_tree import SpanRow, normalise_id, split_tree
 from tracing.scrubbing import card_numbers_in, is_identifier_key
@@ -46,14 +47,14 @@ def trace_id_of(trace: TraceRef) -> str:
         msg = f"{trace!r} is not a trace"
         raise TypeError(msg)
     if isinstance(trace, int):
-        return format(trace, "032x")
+        return format_trace_id(trace)
     if isinstance(trace, str):
         return normalise_id(trace, 16)
     if isinstance(trace, ReceivedSpan | SpanRow):
         return trace.trace_id
     context = getattr(trace, "get_span_context", None)
     if callable(context):
-        return format(context().trace_id, "032x")
+        return format_trace_id(context().trace_id)
     msg = f"expected a trace id or a span, got {type(trace).__name__}"
     raise TypeError(msg)
 

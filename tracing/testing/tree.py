@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import format_span_id, format_trace_id
 
 from tracing._trace_tree import SpanRow, render_tree, split_tree
 from tracing.testing._receiver import ReceivedSpan
@@ -205,9 +206,9 @@ def _row(item: SpanLike) -> SpanRow:
         context = item.get_span_context()
         resource_name = item.resource.attributes.get("service.name", "")
         return SpanRow(
-            trace_id=format(context.trace_id if context is not None else 0, "032x"),
-            span_id=format(context.span_id if context is not None else 0, "016x"),
-            parent_span_id=format(item.parent.span_id, "016x") if item.parent is not None else "",
+            trace_id=format_trace_id(context.trace_id if context is not None else 0),
+            span_id=format_span_id(context.span_id if context is not None else 0),
+            parent_span_id=format_span_id(item.parent.span_id) if item.parent is not None else "",
             name=item.name,
             service=str(resource_name),
             kind=item.kind.name,

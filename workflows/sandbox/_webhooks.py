@@ -12,7 +12,7 @@ import httpx
 from opentelemetry import context
 from opentelemetry.trace import SpanContext
 
-from tracing import get_logger
+from tracing import get_logger, span_ids
 from workflows.signing import signed_headers
 
 __all__ = ["ACCOUNT_ID", "WebhookAnnouncer"]
@@ -56,10 +56,7 @@ class WebhookAnnouncer:
             "account_id": ACCOUNT_ID,
             "data": data,
         }
-        ids = {}
-        if cause is not None and cause.is_valid:
-            ids = {"trace_id": format(cause.trace_id, "032x"), "span_id": format(cause.span_id, "016x")}
-        self._executor.submit(self._send, event, ids)
+        self._executor.submit(self._send, event, span_ids(cause) if cause is not None else {})
         return event_id
 
     def _send(self, event: dict[str, Any], cause: dict[str, str]) -> None:
