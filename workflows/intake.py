@@ -266,32 +266,60 @@ class Intake:
                 span.set_status(Status(StatusCode.ERROR, "broker unavailable"))
             return response
 
+    def _retry_later(self, code: str, detail: str, event: Any) -> JSONResponse:
+        """503 + Retry-After: nothing was kept, so the sender's retry of the same webhook goes through."""
+        return self.reject(
+            503,
+            code,
+            f"{detail}; retry later",
+            event_id=event.id,
+            event_type=event.type,
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+
     def _dedupe_and_enqueue(
         self, event: Any, payload: dict[str, Any], claim: _Claim, priority: str, trace_id: str
     ) -> JSONResponse:
-        key, fresh, state = claim.key, claim.fresh, claim.state
         if not claim.reachable:
-            return self.reject(
-                503,
-                "store_unavailable",
-                "the dedupe store cannot be reached; retry later",
-                event_id=event.id,
-                event_type=event.type,
-                headers={"Retry-After": RETRY_AFTER_S},
-            )
-        if not fresh and state in {_PENDING, _PENDING.encode()}:
-            return self.reject(
-                503,
-                "in_flight",
-                "a delivery of this webhook id is being queued; retry later",
-                event_id=event.id,
-                event_type=event.type,
-                headers={"Retry-After": RETRY_AFTER_S},
-            )
-        if not fresh:
+            return self._retry_later("store_unavailable", "the dedupe store cannot be reached", event)
+        if not claim.fresh and claim.state in {_PENDING, _PENDING.encode()}:
+            return self._retry_later("in_flight", "a delivery of this webhook id is being queued", event)
+        if not claim.fresh:
             count(WEBHOOKS_RECEIVED, 1, {"event_type": event_type_label(event.type), "outcome": "duplicate"})
             log.info("webhook.accepted", outcome="duplicate", event_id=event.id, event_type=event.type)
             return JSONResponse({"status": "duplicate", "event_id": event.id}, status_code=200)
+        try:
+            task_id = self._publish(event, payload, priority)
+        except Exception as exc:
+            # Nothing was queued: release the key so the sender's retry goes through.
+            try:
+                self.store.delete(claim.key)
+            except redis.RedisError:
+                log.warning("webhook.dedupe_release_failed", event_id=event.id)
+            trace.get_current_span().record_exception(exc)
+            return self._retry_later("broker_unavailable", "the queue cannot be reached", event)
+        try:
+            self.store.set(claim.key, event.id, ex=DEDUPE_TTL_S)
+        except redis.RedisError:
+            # Queued all the same: answer 202. The pending claim expires, after which a new delivery of
+            # this id would be queued again; its steps are idempotent per event id.
+            log.warning("webhook.dedupe_confirm_failed", event_id=event.id)
+        count(WEBHOOKS_RECEIVED, 1, {"event_type": event_type_label(event.type), "outcome": "queued"})
+        log.info(
+            "webhook.accepted",
+            outcome="queued",
+            event_id=event.id,
+            event_type=event.type,
+            priority=priority,
+            task_id=task_id,
+        )
+        return JSONResponse(
+            {"status": "queued", "event_id": event.id, "trace_id": trace_id, "task_id": task_id},
+            status_code=202,
+        )
+
+    def _publish(self, event: Any, payload: dict[str, Any], priority: str) -> str:
+        """Publish the workflow's task with the event in the baggage; its task id."""
         ctx = baggage.set_baggage("event_id", event.id)
         ctx = baggage.set_baggage("event_type", event.type, ctx)
         token = otel_context.attach(ctx)
@@ -306,42 +334,9 @@ class Intake:
                 argsrepr="()",
                 kwargsrepr=f"{{'event': <{event.type} {event.id}>}}",
             )
-        except Exception as exc:
-            # Nothing was queued: release the key so the sender's retry goes through.
-            try:
-                self.store.delete(key)
-            except redis.RedisError:
-                log.warning("webhook.dedupe_release_failed", event_id=event.id)
-            trace.get_current_span().record_exception(exc)
-            return self.reject(
-                503,
-                "broker_unavailable",
-                "the queue cannot be reached; retry later",
-                event_id=event.id,
-                event_type=event.type,
-                headers={"Retry-After": RETRY_AFTER_S},
-            )
         finally:
             otel_context.detach(token)
-        try:
-            self.store.set(key, event.id, ex=DEDUPE_TTL_S)
-        except redis.RedisError:
-            # Queued all the same: answer 202. The pending claim expires, after which a new delivery of
-            # this id would be queued again; its steps are idempotent per event id.
-            log.warning("webhook.dedupe_confirm_failed", event_id=event.id)
-        count(WEBHOOKS_RECEIVED, 1, {"event_type": event_type_label(event.type), "outcome": "queued"})
-        log.info(
-            "webhook.accepted",
-            outcome="queued",
-            event_id=event.id,
-            event_type=event.type,
-            priority=priority,
-            task_id=result.id,
-        )
-        return JSONResponse(
-            {"status": "queued", "event_id": event.id, "trace_id": trace_id, "task_id": result.id},
-            status_code=202,
-        )
+        return str(result.id)
 
 
 def create_app(
