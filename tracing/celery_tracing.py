@@ -56,7 +56,7 @@ from tracing.setup import (
     flush_provider,
     shutdown_tracing,
 )
-from tracing.spans import record_error
+from tracing.spans import TracerCache, record_error
 
 __all__ = ["ENQUEUED_AT_HEADER", "TRACE_HEADERS", "CeleryInstrumentation", "instrument_celery"]
 
@@ -81,6 +81,44 @@ class _Running:
     started: float
 
 
+class _RunningTasks:
+    """The run spans open in this process, by task id: a stack per id, for a task that runs again
+    inside itself (an eager call with the same id)."""
+
+    __slots__ = ("_by_id",)
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, list[_Running]] = {}
+
+    def push(self, task_id: str, running: _Running) -> None:
+        """A run of ``task_id`` started."""
+        self._by_id.setdefault(task_id, []).append(running)
+
+    def current(self, task_id: str | None) -> _Running | None:
+        """The innermost open run of ``task_id``."""
+        stack = self._by_id.get(task_id) if task_id is not None else None
+        return stack[-1] if stack else None
+
+    def pop(self, task_id: str) -> _Running | None:
+        """The innermost open run of ``task_id``, no longer open."""
+        stack = self._by_id.get(task_id)
+        if not stack:
+            return None
+        running = stack.pop()
+        if not stack:
+            del self._by_id[task_id]
+        return running
+
+    def drain(self) -> list[_Running]:
+        """Every open run, none left open."""
+        every = [running for stack in self._by_id.values() for running in stack]
+        self._by_id.clear()
+        return every
+
+    def __len__(self) -> int:
+        return sum(len(stack) for stack in self._by_id.values())
+
+
 @dataclass
 class CeleryInstrumentation:
     """What ``instrument_celery`` wired; ``uninstrument()`` undoes it."""
@@ -95,7 +133,7 @@ class CeleryInstrumentation:
     setup_logging: bool = False
     task_log_lines: bool = False
     metrics: CeleryMetrics | None = None
-    _running: dict[str, list[_Running]] = field(default_factory=dict, init=False, repr=False)
+    _running: _RunningTasks = field(default_factory=_RunningTasks, init=False, repr=False)
     _connected: list[tuple[Any, Callable[..., None]]] = field(default_factory=list, init=False, repr=False)
     _original_sender: Any = field(default=None, init=False, repr=False)
     _sender: Callable[..., Any] | None = field(default=None, init=False, repr=False)
@@ -107,8 +145,7 @@ class CeleryInstrumentation:
     _received: OrderedDict[str, tuple[str, dict[str, Any]]] = field(
         default_factory=OrderedDict, init=False, repr=False
     )
-    _looked_up: Any = field(default=None, init=False, repr=False)
-    _cached_tracer: Tracer | None = field(default=None, init=False, repr=False)
+    _tracers: TracerCache = field(default_factory=TracerCache, init=False, repr=False)
     _spans_to: Any = field(default=None, init=False, repr=False)
     _in_worker: bool = field(default=False, init=False, repr=False)
     _own_failed: bool = field(default=False, init=False, repr=False)
@@ -117,10 +154,8 @@ class CeleryInstrumentation:
         # Follow the global provider (it may be set up after instrument_celery) without the cost of
         # get_tracer on every span, and without a ProxyTracer that would pin the first provider forever.
         looked_up = self.tracer_provider or trace.get_tracer_provider()
-        tracer = self._cached_tracer
-        if looked_up is self._looked_up and tracer is not None:
-            return tracer
-        return self._resolve(looked_up)
+        tracer = self._tracers.get(looked_up)
+        return tracer if tracer is not None else self._resolve(looked_up)
 
     def _resolve(self, looked_up: trace.TracerProvider) -> Tracer:
         """The tracer of the provider spans go to: the one given, the global SDK one, or tracehook's.
@@ -140,8 +175,8 @@ class CeleryInstrumentation:
         # Every exporter on it sees scrubbed spans, the user's included (README, "scrubbing").
         protect_provider(provider)
         tracer = provider.get_tracer(_SCOPE)
-        self._cached_tracer, self._looked_up, self._spans_to = tracer, looked_up, provider
-        return tracer
+        self._spans_to = provider
+        return self._tracers.put(looked_up, tracer)
 
     def _own_provider(self) -> trace.TracerProvider | None:
         if self._own_failed:
@@ -327,7 +362,7 @@ class CeleryInstrumentation:
             with capture_internal_errors(_log, "tracehook: log_context hook failed", level=logging.DEBUG):
                 log_fields.update(self.log_context(task, args, kwargs))
         log_tokens = structlog.contextvars.bind_contextvars(**log_fields)
-        self._running.setdefault(task_id, []).append(_Running(span, token, log_tokens, time.perf_counter()))
+        self._running.push(task_id, _Running(span, token, log_tokens, time.perf_counter()))
         if self.metrics is not None:
             wait_ms = attributes.get("celery.queue_wait_ms")
             if wait_ms is not None:
@@ -369,7 +404,7 @@ class CeleryInstrumentation:
 
     def on_retry(self, request: Any = None, reason: Any = None, **_: Any) -> None:
         """task_retry: this attempt ends as a retry, not an error; the next attempt gets its own span."""
-        running = self._current(getattr(request, "id", None))
+        running = self._running.current(getattr(request, "id", None))
         if running is None:
             return
         span = running.span
@@ -391,7 +426,7 @@ class CeleryInstrumentation:
     def _failure(self, task_id: str | None, exception: BaseException | None, task: Any, einfo: Any) -> None:
         if task_id is None or exception is None or not self._ours(task):
             return
-        running = self._current(task_id)
+        running = self._running.current(task_id)
         if running is None:
             # The worker's main process reports failures of a child that could not: hard time limit,
             # child killed. Those get a span of their own, in the task's trace.
@@ -412,12 +447,9 @@ class CeleryInstrumentation:
         """task_postrun: end the span with the task's state, clear the log context."""
         if task_id is None:
             return
-        stack = self._running.get(task_id)
-        if not stack:
+        running = self._running.pop(task_id)
+        if running is None:
             return
-        running = stack.pop()
-        if not stack:
-            del self._running[task_id]
         try:
             with capture_internal_errors(
                 _log, "tracehook: could not annotate task span", level=logging.DEBUG
@@ -446,12 +478,6 @@ class CeleryInstrumentation:
         # Celery's task signals are global: with several apps in one process, each instrumentation
         # handles only its own app's tasks.
         return getattr(task, "app", self.app) is self.app
-
-    def _current(self, task_id: str | None) -> _Running | None:
-        if task_id is None:
-            return None
-        stack = self._running.get(task_id)
-        return stack[-1] if stack else None
 
     # -- tasks that never ran -----------------------------------------------------------------------
 
@@ -583,10 +609,9 @@ class CeleryInstrumentation:
         exist, all within ``flush_timeout_s``: a pool child leaves with ``os._exit``, so nothing else
         would export what their batch processors still hold.
         """
-        for task_id in list(self._running):
-            for running in self._running.pop(task_id, []):
-                running.span.set_status(Status(StatusCode.ERROR, "worker process exited during the task"))
-                running.span.end()
+        for running in self._running.drain():
+            running.span.set_status(Status(StatusCode.ERROR, "worker process exited during the task"))
+            running.span.end()
         deadline = time.monotonic() + self.flush_timeout_s
         own = current_provider()
         others: list[Any] = []
@@ -629,7 +654,7 @@ class CeleryInstrumentation:
     @property
     def running_tasks(self) -> int:
         """How many task spans are open in this process (0 between tasks: nothing survives a task)."""
-        return sum(len(stack) for stack in self._running.values())
+        return len(self._running)
 
 
 def _connect_worker_metrics(inst: CeleryInstrumentation, task_metrics: CeleryMetrics, signals: Any) -> None:

@@ -44,21 +44,36 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-_cached_tracer: tuple[object, Tracer] | None = None
+class TracerCache:
+    """The tracer last looked up, and for which provider: ``provider.get_tracer()`` costs several
+    microseconds in the SDK (it builds a scope and touches the warnings filters), so it is asked once per
+    provider, and a provider set up later is still followed (internal)."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self) -> None:
+        self._entry: tuple[object, Tracer] | None = None
+
+    def get(self, key: object) -> Tracer | None:
+        """The tracer stored for ``key`` (a provider, compared by identity), else None."""
+        entry = self._entry
+        return entry[1] if entry is not None and entry[0] is key else None
+
+    def put(self, key: object, tracer: Tracer) -> Tracer:
+        """Remember ``tracer`` for ``key`` in place of the last one; returns it."""
+        self._entry = (key, tracer)
+        return tracer
+
+
+_tracers = TracerCache()
 
 
 def _tracer(tracer: Tracer | None) -> Tracer:
-    # trace.get_tracer costs several microseconds per call in the SDK (it builds a scope and touches the
-    # warnings filters): look it up once per provider, so a provider set up later is still followed.
-    global _cached_tracer  # noqa: PLW0603
     if tracer is not None:
         return tracer
     provider = trace.get_tracer_provider()
-    cached = _cached_tracer
-    if cached is None or cached[0] is not provider:
-        cached = (provider, provider.get_tracer(INSTRUMENTATION_NAME))
-        _cached_tracer = cached
-    return cached[1]
+    cached = _tracers.get(provider)
+    return cached if cached is not None else _tracers.put(provider, provider.get_tracer(INSTRUMENTATION_NAME))
 
 
 def flatten_attributes(attributes: Mapping[str, Any], prefix: str = "") -> dict[str, AttributeValue]:
