@@ -8,7 +8,6 @@ the helpers in ``spans``, ``batch``, ``sampling``, ``setup`` and ``logs``.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -21,7 +20,7 @@ from opentelemetry.util.types import AttributeValue
 from tracing.batch import BatchResult, trace_batch
 from tracing.propagation import extract_context
 from tracing.sampling import RuleBasedSampler
-from tracing.settings import env_float, load_settings
+from tracing.settings import load_settings, sampling_rates
 from tracing.setup import configure_tracing
 from tracing.spans import INSTRUMENTATION_NAME, _profiling, record_error, span_ids, trace_span, traced
 
@@ -157,11 +156,10 @@ class OperationBasedSampler(RuleBasedSampler):
     def __init__(
         self, rate: float | None = None, emergency_rate: float | None = None, health_rate: float = 0.01
     ) -> None:
+        env_rate, env_emergency_rate = sampling_rates()
         super().__init__(
-            rate if rate is not None else env_float(os.environ, "TRACE_SAMPLING_RATE", 1.0),
-            emergency_rate
-            if emergency_rate is not None
-            else env_float(os.environ, "TRACE_EMERGENCY_SAMPLING_RATE", 1.0),
+            rate if rate is not None else env_rate,
+            emergency_rate if emergency_rate is not None else env_emergency_rate,
             health_rate,
         )
 

@@ -25,6 +25,7 @@ __all__ = [
     "env_float",
     "env_int",
     "load_settings",
+    "sampling_rates",
 ]
 
 DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
@@ -116,6 +117,10 @@ class TracingSettings:
     def with_service(self, name: str) -> TracingSettings:
         """Return a copy with another service name (for processes sharing one environment)."""
         return replace(self, service_name=name)
+
+
+# The defaults, read by load_settings where a variable is unset (a slots dataclass has no class defaults).
+_DEFAULT = TracingSettings(service_version="")
 
 
 def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -218,6 +223,19 @@ def _otlp_headers(env: Mapping[str, str]) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
+def sampling_rates(env: Mapping[str, str] | None = None) -> tuple[float, float]:
+    """TRACE_SAMPLING_RATE and TRACE_EMERGENCY_SAMPLING_RATE (1.0 each when unset).
+
+    Raises:
+        SettingsError: a rate is not a number.
+    """
+    env = os.environ if env is None else env
+    return (
+        env_float(env, "TRACE_SAMPLING_RATE", _DEFAULT.sampling_rate),
+        env_float(env, "TRACE_EMERGENCY_SAMPLING_RATE", _DEFAULT.emergency_sampling_rate),
+    )
+
+
 def load_settings(
     env: Mapping[str, str] | None = None, *, service_name: str = "tracehook"
 ) -> TracingSettings:
@@ -241,26 +259,31 @@ def load_settings(
         raise SettingsError(msg)
     encoder = env.get("TRACEHOOK_OTLP_ENCODER", "").strip().lower() or "tracehook"
     timeout_s = env_float(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 0.0) or env_float(
-        env, "OTEL_EXPORTER_OTLP_TIMEOUT", 10.0
+        env, "OTEL_EXPORTER_OTLP_TIMEOUT", _DEFAULT.otlp_timeout_s
     )
+    rate, emergency_rate = sampling_rates(env)
     return TracingSettings(
         service_name=(env.get("SERVICE_NAME") or env.get("OTEL_SERVICE_NAME") or service_name).strip(),
         service_version=(env.get("SERVICE_VERSION") or "").strip() or _package_version(),
-        environment=(env.get("ENVIRONMENT") or "").strip() or "development",
+        environment=(env.get("ENVIRONMENT") or "").strip() or _DEFAULT.environment,
         exporter=exporter,
         exporter_path=path,
-        otlp_endpoint=_otlp_endpoint(env) if exporter == "otlp" else DEFAULT_OTLP_ENDPOINT + "/v1/traces",
+        otlp_endpoint=_otlp_endpoint(env) if exporter == "otlp" else _DEFAULT.otlp_endpoint,
         otlp_headers=_otlp_headers(env),
         otlp_timeout_s=timeout_s,
         otlp_encoder=encoder,  # type: ignore[arg-type]  # checked by TracingSettings
-        sampling_rate=env_float(env, "TRACE_SAMPLING_RATE", 1.0),
-        emergency_sampling_rate=env_float(env, "TRACE_EMERGENCY_SAMPLING_RATE", 1.0),
-        slow_threshold_ms=env_float(env, "TRACE_SLOW_THRESHOLD_MS", 1000.0),
-        max_attribute_length=env_int(env, "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 4096, minimum=32),
-        max_queue_size=env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048, minimum=1),
-        export_batch_size=env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, minimum=1),
+        sampling_rate=rate,
+        emergency_sampling_rate=emergency_rate,
+        slow_threshold_ms=env_float(env, "TRACE_SLOW_THRESHOLD_MS", _DEFAULT.slow_threshold_ms),
+        max_attribute_length=env_int(
+            env, "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", _DEFAULT.max_attribute_length, minimum=32
+        ),
+        max_queue_size=env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", _DEFAULT.max_queue_size, minimum=1),
+        export_batch_size=env_int(
+            env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _DEFAULT.export_batch_size, minimum=1
+        ),
         log_format=log_format,  # type: ignore[arg-type]  # checked just above
-        log_level=(env.get("LOG_LEVEL") or "INFO").strip().upper(),
-        metrics_enabled=env_bool(env, "METRICS_ENABLED", default=True),
-        worker_metrics_port=env_int(env, "WORKER_METRICS_PORT", 9464, minimum=0),
+        log_level=(env.get("LOG_LEVEL") or _DEFAULT.log_level).strip().upper(),
+        metrics_enabled=env_bool(env, "METRICS_ENABLED", default=_DEFAULT.metrics_enabled),
+        worker_metrics_port=env_int(env, "WORKER_METRICS_PORT", _DEFAULT.worker_metrics_port, minimum=0),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from workflows.queue import DEFAULT_REDIS_URL, celery_config
+from workflows.queue import celery_config
+from workflows.settings import DEFAULT_REDIS_URL
 
 __all__ = ["DEFAULT_REDIS_URL", "celery_config"]

@@ -6,16 +6,15 @@ The intake publishes ``process_webhook_event`` by name, so it needs the broker b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tracing import instrument_celery
-from tracing.settings import SettingsError, env_int
+from tracing.settings import SettingsError
+from workflows.settings import QueueSettings, load_queue_settings
 
 __all__ = [
-    "DEFAULT_REDIS_URL",
     "FILESYSTEM_SCHEME",
     "TASK_NAME",
     "celery_config",
@@ -23,7 +22,6 @@ __all__ = [
     "producer_app",
 ]
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 TASK_NAME = "process_webhook_event"
 FILESYSTEM_SCHEME = "filesystem://"
 
@@ -55,25 +53,20 @@ def filesystem_transport(url: str) -> dict[str, Any]:
     }
 
 
-def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def celery_config(settings: QueueSettings | Mapping[str, str] | None = None) -> dict[str, Any]:
     """Celery settings: JSON only, late acks, requeue on worker loss, prefetch 1, visibility timeout.
 
-    Variables: REDIS_URL, CELERY_BROKER_URL (``amqp://`` works too; ``filesystem:///abs/dir`` is Celery's
-    filesystem transport in that folder, for a machine without a broker), CELERY_RESULT_BACKEND (default
-    REDIS_URL when it is Redis, else no results),
-    CELERY_VISIBILITY_TIMEOUT_S (Redis broker: how long an unacked task waits before redelivery; default
-    3600), CELERY_DEFAULT_QUEUE.
+    Args:
+        settings: the queue's settings, or the environment to read them from (``os.environ`` when
+            omitted; :func:`workflows.settings.load_queue_settings` names the variables).
 
     Raises:
         SettingsError: a variable has a bad value.
     """
-    env = os.environ if env is None else env
-    redis_url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
-    broker = env.get("CELERY_BROKER_URL", "").strip() or redis_url
-    if "://" not in broker:
-        msg = f"CELERY_BROKER_URL={broker!r} is not a URL such as redis://host:6379/0 or amqp://host:5672//"
-        raise SettingsError(msg)
-    visibility = env_int(env, "CELERY_VISIBILITY_TIMEOUT_S", 3600, minimum=1)
+    if not isinstance(settings, QueueSettings):
+        settings = load_queue_settings(settings)
+    broker = settings.broker_url
+    visibility = settings.visibility_timeout_s
     # kombu sweeps for unacked messages to restore only every interval x throttle seconds (10 x 10 by
     # default): a worker killed with its task would have it redelivered up to 100 s after the visibility
     # timeout instead of at it. Sweep at half the timeout, at most every minute.
@@ -93,13 +86,10 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if broker.startswith("redis://"):
         # kombu's Redis transport with one redis-py client per channel, not one per publish or ack.
         urls["broker_transport"] = "workflows._redis_transport:Transport"
-    results = env.get("CELERY_RESULT_BACKEND", "").strip() or None
-    if results is None and redis_url.startswith(("redis://", "rediss://", "unix://")):
-        results = redis_url
     return {
         "broker_url": broker,
         **urls,
-        "result_backend": results,
+        "result_backend": settings.result_backend,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -111,19 +101,19 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "broker_connection_retry_on_startup": True,
-        "task_default_queue": env.get("CELERY_DEFAULT_QUEUE", "").strip() or "celery",
+        "task_default_queue": settings.default_queue,
         "result_expires": 86400,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
 
 
-def producer_app(env: Mapping[str, str] | None = None) -> Any:
+def producer_app(settings: QueueSettings | Mapping[str, str] | None = None) -> Any:
     """A Celery app that only publishes (the intake's, the CLI's), traced with ``instrument_celery``."""
     from celery import Celery  # noqa: PLC0415  # Celery only where a producer is made, not for its settings
 
     app = Celery("tracehook-producer")
-    config = celery_config(env)
+    config = celery_config(settings)
     # A producer answering a sender must fail fast when the broker is down (the sender retries), not
     # let kombu retry the connection for seconds per request; workers keep their patient defaults.
     config["broker_transport_options"] = {**config["broker_transport_options"], "max_retries": 0}

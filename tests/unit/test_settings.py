@@ -9,14 +9,15 @@ import sys
 
 import pytest
 
-from tracing import SettingsError, TracingSettings, load_settings
+from tracing import OperationBasedSampler, SettingsError, TracingSettings, load_settings
+from workflows.settings import AppSettings, QueueSettings, load_app_settings, load_queue_settings
 
 
 class TestDefaults:
     """With an empty environment the documented defaults apply."""
 
     def test_defaults(self) -> None:
-        """DESIGN.md's table: otlp to localhost:4318, sample everything, slow at 1000 ms, JSON at INFO."""
+        """The configuration table: otlp to localhost:4318, sample everything, slow at 1000 ms, JSON at INFO."""
         settings = load_settings({}, service_name="tracehook-worker")
         assert settings.service_name == "tracehook-worker"
         assert settings.environment == "development"
@@ -26,6 +27,23 @@ class TestDefaults:
         assert settings.emergency_sampling_rate == 1.0
         assert settings.slow_threshold_ms == 1000.0
         assert (settings.log_format, settings.log_level) == ("json", "INFO")
+
+    def test_loaders_give_the_dataclass_defaults(self) -> None:
+        """Each default is written once, in its dataclass: an empty environment loads exactly those."""
+        assert TracingSettings() == load_settings({})
+        assert AppSettings() == load_app_settings({})
+        assert QueueSettings() == load_queue_settings({})
+
+    def test_guide_sampler_reads_the_rates(self) -> None:
+        """OperationBasedSampler takes TRACE_SAMPLING_RATE / TRACE_EMERGENCY_SAMPLING_RATE as the tracing
+        settings read them."""
+        env = {"TRACE_SAMPLING_RATE": "0.25", "TRACE_EMERGENCY_SAMPLING_RATE": "0.5"}
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            sampler = OperationBasedSampler()
+        assert (0.25, 0.5) == (sampler.rate, sampler.emergency_rate)
+        assert (0.25, 0.5) == (load_settings(env).sampling_rate, load_settings(env).emergency_sampling_rate)
 
     def test_settings_are_frozen(self) -> None:
         """Settings cannot be changed once built."""

@@ -33,7 +33,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from workflows.cli._logs import format_log
 from workflows.cli._trace_view import SpanRow, load_otlp_lines, render_tree
 from workflows.events import FIXTURES, load_fixture
-from workflows.queue import DEFAULT_REDIS_URL
+from workflows.settings import DEFAULT_REDIS_URL
 from workflows.signing import new_secret, signed_headers
 
 __all__ = ["DemoError", "DemoInterruptedError", "DemoResult", "run_demo"]

@@ -16,6 +16,7 @@ from workflows.cli import _commands
 from workflows.cli._errors import EXIT_CODES, EXIT_ERROR, CliError
 from workflows.cli._logs import show_logs
 from workflows.events import FIXTURES as FIXTURE_NAMES
+from workflows.settings import DEFAULT_REDIS_URL
 
 __all__ = ["build_parser", "main"]
 
@@ -47,7 +48,7 @@ environment:
                                space-separated, for rotation); or WEBHOOK_SECRET_FILE, a file holding
                                it (`tracehook secret --file FILE`); WEBHOOK_ALLOW_UNSIGNED=true accepts
                                unsigned webhooks instead (local experiments only)
-  REDIS_URL                    dedupe keys and the broker (default redis://localhost:6379/0)
+  REDIS_URL                    dedupe keys and the broker (default {DEFAULT_REDIS_URL})
   CELERY_BROKER_URL            another broker for the tasks (default: REDIS_URL)
   WEBHOOK_MAX_BYTES            the largest body accepted (default 1048576)
 {_TRACING_ENVIRONMENT}"""
