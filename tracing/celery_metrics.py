@@ -14,9 +14,10 @@ import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from wsgiref.simple_server import WSGIServer
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -71,9 +72,10 @@ class CeleryMetrics:
 
     ours: Callable[[Any], bool]
     settings: TracingSettings | None = None
-    directory: Path | None = None
-    _server: Any = None
-    _writer: SnapshotWriter | None = None
+    # The main process's snapshot directory, made at worker_init; the pool children inherit it.
+    directory: Path | None = field(default=None, init=False)
+    _server: WSGIServer | None = field(default=None, init=False, repr=False)
+    _writer: SnapshotWriter | None = field(default=None, init=False, repr=False)
 
     def _settings(self) -> TracingSettings:
         return self.settings or current_settings() or load_settings(service_name="tracehook-worker")

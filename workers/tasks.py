@@ -17,20 +17,20 @@ from workflows.objective import record_completion
 from workflows.queue import TASK_NAME
 from workflows.rentvine import RentVineClient, RentVineError
 from workflows.settings import AppSettings, load_app_settings
-from workflows.store import open_store
+from workflows.store import KeyValueStore, open_store
 
 __all__ = ["backoff_s", "process_webhook_event"]
 
 log = structlog.get_logger("workers.tasks")
 _settings: AppSettings | None = None
 _client: RentVineClient | None = None
-_store: Any = None
+_store: KeyValueStore | None = None
 
 
-def _resources() -> tuple[AppSettings, RentVineClient, Any]:
+def _resources() -> tuple[AppSettings, RentVineClient, KeyValueStore]:
     """Per-process settings, API client and Redis client (made after fork, in the pool child)."""
     global _settings, _client, _store  # noqa: PLW0603
-    if _settings is None or _client is None:
+    if _settings is None or _client is None or _store is None:
         _settings = load_app_settings(service_name="tracehook-worker")
         _store = open_store(_settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         _client = RentVineClient(
@@ -90,7 +90,7 @@ def process_webhook_event(
 
 
 def _dead_letter(
-    store: Any,
+    store: KeyValueStore,
     event: dict[str, Any],
     exc: BaseException,
     request: Any,

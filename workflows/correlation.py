@@ -13,6 +13,7 @@ from typing import Any, Final
 from opentelemetry.trace import Link, Span, SpanContext, TraceFlags
 
 from tracing import span_ids
+from workflows.store import KeyValueStore
 
 __all__ = [
     "ENTITY_KEYS",
@@ -33,7 +34,7 @@ def entity_ids(data: Mapping[str, Any]) -> list[str]:
     return [str(data[key]) for key in ENTITY_KEYS if isinstance(data.get(key), str) and data[key]]
 
 
-def record_source(client: Any, entity_id: str, span: Span) -> None:
+def record_source(client: KeyValueStore, entity_id: str, span: Span) -> None:
     """Remember that ``span`` (an API call) changed ``entity_id``; errors are the caller's to swallow."""
     ids = span_ids(span.get_span_context())
     if ids:

@@ -16,7 +16,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, format_trace_id
 
 from tracing import trace_span
-from workflows.queue import TASK_NAME
+from workflows.queue import TASK_NAME, Publisher
+from workflows.store import KeyValueStore
 
 __all__ = ["DeadLetter", "DeadLetters"]
 
@@ -44,7 +45,7 @@ class DeadLetter:
 class DeadLetters:
     """The dead-letter list in Redis."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: KeyValueStore) -> None:
         self.client = client
 
     def add(
@@ -98,7 +99,7 @@ class DeadLetters:
         pipe.lrem(_ORDER, 0, entry_id)
         pipe.execute()
 
-    def replay(self, entry_id: str, publisher: Any) -> tuple[str, str]:
+    def replay(self, entry_id: str, publisher: Publisher) -> tuple[str, str]:
         """Re-enqueue an entry in a new trace linked to the failed one; removes it once queued.
 
         The replay is a webhook of its own: its receipt (the task's ``received_at``, the start of the new

@@ -111,7 +111,7 @@ WebhookEvent = Annotated[
     WorkOrderCreated | WorkOrderChanged | WorkOrderBulkUpdated | LeaseEvent | LeaseRenewed | PaymentEvent,
     Field(discriminator="type"),
 ]
-_adapter: TypeAdapter[Any] = TypeAdapter(WebhookEvent)
+_adapter: TypeAdapter[WebhookEvent] = TypeAdapter(WebhookEvent)
 
 EVENT_TYPES: Final = (
     "work_order.created",
@@ -135,7 +135,7 @@ class EventError(ValueError):
         self.message = message
 
 
-def parse_event(payload: Any) -> Any:
+def parse_event(payload: object) -> WebhookEvent:
     """Validate a decoded JSON body as one of the event models.
 
     Raises:
@@ -154,9 +154,9 @@ def parse_event(payload: Any) -> Any:
         raise EventError(".".join(location) or "body", str(first["msg"])) from None
 
 
-def classify_priority(event: Any) -> str:
+def classify_priority(event: WebhookEvent) -> str:
     """``emergency`` for emergency work orders, ``critical`` for payments, ``normal`` otherwise."""
-    if event.type == "work_order.created" and event.data.priority == "emergency":
+    if isinstance(event, WorkOrderCreated) and event.data.priority == "emergency":
         return "emergency"
     if event.type.startswith("payment."):
         return "critical"

@@ -49,7 +49,7 @@ from tracing.metrics import configure_metrics, count, observe
 from tracing.prometheus import metrics_registry, render
 from workflows._fastapi import telemetry_off
 from workflows.correlation import entity_ids, source_from, source_keys
-from workflows.events import EventError, classify_priority, parse_event
+from workflows.events import EventError, WebhookEvent, classify_priority, parse_event
 from workflows.metrics import (
     INTAKE_DURATION,
     WEBHOOKS_RECEIVED,
@@ -57,10 +57,10 @@ from workflows.metrics import (
     outcome_of,
     start_intake_counters,
 )
-from workflows.queue import TASK_NAME, producer_app
+from workflows.queue import TASK_NAME, Publisher, producer_app
 from workflows.settings import AppSettings, load_app_settings
 from workflows.signing import SignatureError, StandardWebhooksVerifier, Verifier
-from workflows.store import open_store
+from workflows.store import KeyValueStore, open_store
 
 __all__ = ["DEDUPE_TTL_S", "PENDING_TTL_S", "ROUTE", "create_app"]
 
@@ -98,7 +98,7 @@ class _Claim:
 
     key: str
     fresh: bool = False
-    state: Any = None
+    state: bytes | str | None = None
     source: tuple[dict[str, str], Link] | None = None
     reachable: bool = True
 
@@ -121,7 +121,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 class Intake:
     """The intake's collaborators: verifier, dedupe store, publisher. Injectable for tests."""
 
-    def __init__(self, settings: AppSettings, verifier: Verifier | None, store: Any, publisher: Any) -> None:
+    def __init__(
+        self, settings: AppSettings, verifier: Verifier | None, store: KeyValueStore, publisher: Publisher
+    ) -> None:
         self.settings = settings
         self.verifier = verifier
         self.store = store
@@ -200,7 +202,7 @@ class Intake:
             ctx.run, self._accept, event, payload, headers, limiter=self._limiter
         )
 
-    def _claim(self, event: Any, headers: dict[str, str]) -> _Claim:
+    def _claim(self, event: WebhookEvent, headers: dict[str, str]) -> _Claim:
         """One round trip to the store, before the root span: the entities' source operations, and the
         webhook id claimed as pending (``SET NX``) with the state it had if it was claimed already."""
         key = _DEDUPE_PREFIX + (headers.get("webhook-id") or event.id)
@@ -233,7 +235,7 @@ class Intake:
             links.append(link)
         return links, source
 
-    def _accept(self, event: Any, payload: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
+    def _accept(self, event: WebhookEvent, payload: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
         priority = classify_priority(event)
         claim = self._claim(event, headers)
         links, source = self._links(headers, claim)
@@ -266,7 +268,7 @@ class Intake:
                 span.set_status(Status(StatusCode.ERROR, "broker unavailable"))
             return response
 
-    def _retry_later(self, code: str, detail: str, event: Any) -> JSONResponse:
+    def _retry_later(self, code: str, detail: str, event: WebhookEvent) -> JSONResponse:
         """503 + Retry-After: nothing was kept, so the sender's retry of the same webhook goes through."""
         return self.reject(
             503,
@@ -278,7 +280,7 @@ class Intake:
         )
 
     def _dedupe_and_enqueue(
-        self, event: Any, payload: dict[str, Any], claim: _Claim, priority: str, trace_id: str
+        self, event: WebhookEvent, payload: dict[str, Any], claim: _Claim, priority: str, trace_id: str
     ) -> JSONResponse:
         if not claim.reachable:
             return self._retry_later("store_unavailable", "the dedupe store cannot be reached", event)
@@ -318,7 +320,7 @@ class Intake:
             status_code=202,
         )
 
-    def _publish(self, event: Any, payload: dict[str, Any], priority: str) -> str:
+    def _publish(self, event: WebhookEvent, payload: dict[str, Any], priority: str) -> str:
         """Publish the workflow's task with the event in the baggage; its task id."""
         ctx = baggage.set_baggage("event_id", event.id)
         ctx = baggage.set_baggage("event_type", event.type, ctx)
@@ -343,8 +345,8 @@ def create_app(
     settings: AppSettings | None = None,
     *,
     verifier: Verifier | None = None,
-    store: Any = None,
-    publisher: Any = None,
+    store: KeyValueStore | None = None,
+    publisher: Publisher | None = None,
     configure: bool = True,
 ) -> FastAPI:
     """Build the intake app.

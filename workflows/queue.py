@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tracing import instrument_celery
 from tracing.settings import SettingsError
@@ -17,12 +17,22 @@ from workflows.settings import QueueSettings, load_queue_settings
 __all__ = [
     "FILESYSTEM_SCHEME",
     "TASK_NAME",
+    "Publisher",
     "celery_config",
     "filesystem_transport",
     "producer_app",
 ]
 
 TASK_NAME = "process_webhook_event"
+
+
+class Publisher(Protocol):
+    """What publishes a task by name: a Celery app (:func:`producer_app`), or a stand-in in tests."""
+
+    def send_task(self, name: str, *, kwargs: dict[str, Any], **options: Any) -> Any:
+        """Publish the task ``name``; the answer has its ``id``."""
+
+
 FILESYSTEM_SCHEME = "filesystem://"
 
 

@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tracing import inject_headers, trace_span
 from workflows.correlation import record_source
+from workflows.store import KeyValueStore
 
 __all__ = ["RentVineClient", "RentVineError"]
 
@@ -55,7 +56,7 @@ class RentVineClient:
         *,
         timeout_s: float = 5.0,
         tenant_id: str = "",
-        source_store: Any = None,
+        source_store: KeyValueStore | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")

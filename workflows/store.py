@@ -15,11 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import redis
 
-__all__ = ["SQLITE_SCHEME", "SqliteStore", "open_store"]
+__all__ = ["SQLITE_SCHEME", "KeyValueStore", "SqliteStore", "StorePipeline", "open_store"]
 
 SQLITE_SCHEME: Final = "sqlite:///"
 _T = TypeVar("_T")
@@ -30,6 +30,63 @@ CREATE TABLE IF NOT EXISTS hashes (name TEXT, field TEXT, value BLOB NOT NULL, P
 CREATE TABLE IF NOT EXISTS lists (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, value BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS lists_name ON lists (name, seq);
 """
+
+
+class StorePipeline(Protocol):
+    """The commands a store's pipeline queues; ``execute()`` runs them in one transaction (MULTI/EXEC)."""
+
+    def set(self, name: str, value: Any, *, ex: int | None = None, nx: bool = False) -> Any:
+        """Queue ``SET name value [EX ex] [NX]``."""
+
+    def get(self, name: str) -> Any:
+        """Queue ``GET name``."""
+
+    def mget(self, keys: Iterable[str]) -> Any:
+        """Queue ``MGET keys...``."""
+
+    def hset(self, name: str, key: str, value: Any) -> Any:
+        """Queue ``HSET name key value``."""
+
+    def hdel(self, name: str, *keys: str) -> Any:
+        """Queue ``HDEL name keys...``."""
+
+    def rpush(self, name: str, *values: Any) -> Any:
+        """Queue ``RPUSH name values...``."""
+
+    def lrem(self, name: str, count: int, value: Any) -> Any:
+        """Queue ``LREM name count value``."""
+
+    def execute(self) -> list[Any]:
+        """Run what is queued; the answers in order."""
+
+
+class KeyValueStore(Protocol):
+    """The part of redis-py's client the dedupe keys, the source map and the dead-letter list use: a
+    ``redis.Redis``, or :class:`SqliteStore` where there is no Redis. Failures raise ``redis.RedisError``."""
+
+    def ping(self) -> Any:
+        """True when the store answers."""
+
+    def set(self, name: str, value: Any, *, ex: int | None = None, nx: bool = False) -> Any:
+        """``SET name value [EX ex] [NX]``: true when set, None when ``nx`` and the key exists."""
+
+    def get(self, name: str) -> Any:
+        """The value of a live key, or None."""
+
+    def delete(self, *names: str) -> Any:
+        """Remove keys; how many existed."""
+
+    def hget(self, name: str, key: str) -> Any:
+        """One field of a hash, or None."""
+
+    def hmget(self, name: str, keys: Sequence[str]) -> Any:
+        """Several fields of a hash, None where missing."""
+
+    def lrange(self, name: str, start: int, end: int) -> Any:
+        """``LRANGE name start end``."""
+
+    def pipeline(self) -> StorePipeline:
+        """A pipeline whose commands run in one transaction."""
 
 
 def _bytes(value: Any) -> bytes:
@@ -266,7 +323,7 @@ class _Pipeline:
         return self._store._call(lambda db: [work(db) for work in queued])
 
 
-def open_store(url: str, **redis_options: Any) -> Any:
+def open_store(url: str, **redis_options: Any) -> KeyValueStore:
     """The store at ``url``: ``redis://``/``rediss://``/``unix://`` → a redis-py client (``redis_options``
     passed on), ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` → a :class:`SqliteStore`.
 
@@ -279,4 +336,5 @@ def open_store(url: str, **redis_options: Any) -> Any:
             msg = f"{url!r}: give the database file, e.g. sqlite:////var/lib/tracehook/state.sqlite3"
             raise ValueError(msg)
         return SqliteStore(path, timeout_s=float(redis_options.get("socket_timeout") or 5.0))
-    return redis.Redis.from_url(url, **redis_options)
+    client: KeyValueStore = redis.Redis.from_url(url, **redis_options)
+    return client

@@ -18,7 +18,9 @@ from workflows.cli._errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_UNREACHABLE
 from workflows.events import EVENT_TYPES, FIXTURES, load_fixture
 
 if TYPE_CHECKING:
+    from tracing._trace_tree import SpanRow
     from workflows.settings import AppSettings
+    from workflows.store import KeyValueStore
 
 __all__ = [
     "demo",
@@ -55,7 +57,7 @@ def sandbox(args: argparse.Namespace) -> int:
 # --- dlq ------------------------------------------------------------------------------------------------
 
 
-def _dlq_store() -> object:
+def _dlq_store() -> KeyValueStore:
     import redis  # noqa: PLC0415
 
     from workflows.settings import load_app_settings  # noqa: PLC0415
@@ -244,7 +246,7 @@ def send(args: argparse.Namespace) -> int:
 # --- trace ----------------------------------------------------------------------------------------------
 
 
-def _spans_from_file(file: str, trace_id: str) -> tuple[list[Any], str]:
+def _spans_from_file(file: str, trace_id: str) -> tuple[list[SpanRow], str]:
     """The spans of ``trace_id`` in ``file`` (- for stdin), and the name of the source."""
     from workflows.cli._trace_view import load_spans_text, spans_of_trace  # noqa: PLC0415
 
@@ -262,7 +264,7 @@ def _spans_from_file(file: str, trace_id: str) -> tuple[list[Any], str]:
         raise CliError(f"{source} is neither OTLP-JSON lines nor a Jaeger v3 answer: {exc}") from None
 
 
-def _spans_from_jaeger(args: argparse.Namespace, trace_id: str) -> tuple[list[Any], str]:
+def _spans_from_jaeger(args: argparse.Namespace, trace_id: str) -> tuple[list[SpanRow], str]:
     """The spans of ``trace_id`` from Jaeger's query API (--jaeger or JAEGER_QUERY_URL), and its URL."""
     from workflows.cli import _jaeger  # noqa: PLC0415
     from workflows.cli._trace_view import load_jaeger_v3, spans_of_trace  # noqa: PLC0415
