@@ -5,8 +5,11 @@ Flat modules, one job each: ``events`` (the webhook's schema), ``signing`` (Stan
 (the workflows and their steps), ``rentvine`` (the API client), ``correlation`` (source operations),
 ``dlq`` (the dead-letter list), ``store`` (the key-value store behind them), ``metrics`` and
 ``objective`` (the domain's metrics), ``settings``. The command line is :mod:`workflows.cli`, the
-RentVine API stand-in :mod:`workflows.sandbox`. Names are imported on first use, so the command line does
-not load FastAPI or Celery to print its help.
+RentVine API stand-in :mod:`workflows.sandbox`.
+
+Names are imported on first use: every container starts through ``python -m workflows._compose``, which
+imports this package and must load nothing before it runs the service; nor does the command line load
+FastAPI or Celery to print its help.
 """
 
 from __future__ import annotations
@@ -27,18 +30,27 @@ if TYPE_CHECKING:
         parse_event,
     )
     from workflows.objective import record_completion
-    from workflows.queue import TASK_NAME, celery_config, producer_app
+    from workflows.queue import TASK_NAME, Publisher, celery_config, producer_app
     from workflows.rentvine import RentVineClient, RentVineError
-    from workflows.settings import AppSettings, load_app_settings
+    from workflows.settings import (
+        DEFAULT_REDIS_URL,
+        AppSettings,
+        QueueSettings,
+        load_app_settings,
+        load_queue_settings,
+    )
     from workflows.signing import (
         SignatureError,
         StandardWebhooksVerifier,
         Verifier,
+        decode_secret,
         new_secret,
         signed_headers,
     )
+    from workflows.store import KeyValueStore
 
 __all__ = [
+    "DEFAULT_REDIS_URL",
     "EVENT_TYPES",
     "FIXTURES",
     "TASK_NAME",
@@ -46,6 +58,9 @@ __all__ = [
     "DeadLetter",
     "DeadLetters",
     "EventError",
+    "KeyValueStore",
+    "Publisher",
+    "QueueSettings",
     "RentVineClient",
     "RentVineError",
     "SignatureError",
@@ -55,8 +70,10 @@ __all__ = [
     "WorkflowError",
     "celery_config",
     "classify_priority",
+    "decode_secret",
     "load_app_settings",
     "load_fixture",
+    "load_queue_settings",
     "new_secret",
     "parse_event",
     "producer_app",
@@ -68,6 +85,7 @@ __all__ = [
 _HOMES = {
     "DeadLetter": "workflows.dlq",
     "DeadLetters": "workflows.dlq",
+    "KeyValueStore": "workflows.store",
     "WorkflowError": "workflows.engine",
     "run_workflow": "workflows.engine",
     "EVENT_TYPES": "workflows.events",
@@ -79,15 +97,20 @@ _HOMES = {
     "parse_event": "workflows.events",
     "record_completion": "workflows.objective",
     "TASK_NAME": "workflows.queue",
+    "Publisher": "workflows.queue",
     "celery_config": "workflows.queue",
     "producer_app": "workflows.queue",
     "RentVineClient": "workflows.rentvine",
     "RentVineError": "workflows.rentvine",
+    "DEFAULT_REDIS_URL": "workflows.settings",
     "AppSettings": "workflows.settings",
+    "QueueSettings": "workflows.settings",
     "load_app_settings": "workflows.settings",
+    "load_queue_settings": "workflows.settings",
     "SignatureError": "workflows.signing",
     "StandardWebhooksVerifier": "workflows.signing",
     "Verifier": "workflows.signing",
+    "decode_secret": "workflows.signing",
     "new_secret": "workflows.signing",
     "signed_headers": "workflows.signing",
 }

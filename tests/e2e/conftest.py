@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +18,8 @@ import pytest
 import redis
 
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+from workflows.cli import _processes as processes
+from workflows.cli._processes import Process, free_port, wait_answering
 from workflows.events import load_fixture
 from workflows.signing import new_secret, signed_headers
 
@@ -28,25 +28,9 @@ E2E_REDIS = os.environ.get("TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/5")
 API_KEY = "rv_live_e2e_SECRET_key_0042"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
-    """Poll ``url`` with a deadline until it answers 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{url}: process exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} did not answer in {timeout}s:\n{log.read_text()[-3000:]}")
+    """Poll ``url`` with a deadline until it answers 200 (as the demo waits for its processes)."""
+    wait_answering(url, Process(log.stem, process, log), timeout)
 
 
 def stack_environment(
@@ -114,21 +98,7 @@ def fresh(fixture: str) -> dict[str, Any]:
 
 def worker_command(queue: str, *, concurrency: int) -> list[str]:
     """The worker as docker-compose runs it, on the test's own queue."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        "--pool=prefork",
-        f"--concurrency={concurrency}",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-Q",
-        queue,
-    ]
+    return processes.worker_command(concurrency=concurrency, queue=queue)
 
 
 def start(

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from sqlalchemy.pool import StaticPool
 from tests.integration.conftest import ROOT
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tracing import SpanKind, inject_headers, trace_span
+from workflows.cli._processes import Process, free_port, wait_answering
 from workflows.events import parse_event
 from workflows.sandbox._db import SandboxStore, add_months
 from workflows.signing import SignatureError, StandardWebhooksVerifier
@@ -35,12 +35,6 @@ pytestmark = pytest.mark.integration
 
 SECRET = "whsec_" + base64.b64encode(b"sandbox-test-secret-0123456789ab").decode()
 API_KEY = "rvk_live_do_not_log_4f1c9a"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -60,17 +54,7 @@ class Sandbox:
         return self.log_path.read_text(errors="replace")
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"sandbox exited with {self.process.returncode}:\n{self.log}")
-            try:
-                if self.client.get("/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"sandbox not healthy after {timeout}s:\n{self.log[-3000:]}")
+        wait_answering(f"{self.url}/healthz", Process("sandbox", self.process, self.log_path), timeout)
 
     def stop(self) -> int:
         self.client.close()

@@ -7,7 +7,6 @@ Workers run ``tests.integration.celery_app`` (a user's app with ``instrument_cel
 from __future__ import annotations
 
 import re
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.metrics_scrape import Scrape, scrape, wait_for_scrape, wait_for_value
 from tests.otlp_receiver import OtlpReceiver
 from tracing._snapshots import RETIRED
 from tracing.celery_metrics import TASK_STATUSES
+from workflows.cli._processes import free_port
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 60
@@ -33,12 +33,6 @@ def celery_producer() -> Any:
     from tests.integration.celery_app import app  # noqa: PLC0415
 
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def metrics_url(port: int) -> str:

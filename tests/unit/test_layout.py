@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,3 +134,16 @@ class TestPublicApi:
         """``__all__`` is there, and each of its names resolves."""
         module = importlib.import_module(package)
         assert [] == [name for name in module.__all__ if not hasattr(module, name)]
+
+    def test_workflows_package_loads_nothing(self) -> None:
+        """``import workflows`` loads no dependency (the compose entrypoint imports it before it execs the
+        service); its names come on first use."""
+        probe = (
+            "import sys, workflows; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tracing', 'opentelemetry', 'pydantic', "
+            "'fastapi', 'celery', 'redis', 'httpx'}))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60
+        )
+        assert "[]" == done.stdout.strip()

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from workflows.cli._logs import format_log
+from workflows.cli._processes import (
+    Process,
+    StartError,
+    free_port,
+    start,
+    stop,
+    wait_answering,
+    worker_command,
+)
 from workflows.cli._trace_view import SpanRow, load_otlp_lines, render_tree
 from workflows.events import FIXTURES, load_fixture
 from workflows.settings import DEFAULT_REDIS_URL
@@ -72,12 +79,6 @@ class DemoResult:
     def ok(self) -> bool:
         """Every event accepted and every trace complete."""
         return bool(self.sent) and all(s.trace_id and s.trace_id in self.complete for s in self.sent)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
@@ -123,54 +124,6 @@ def demo_environment(folder: Path, base: Mapping[str, str], *, redis_url: str | 
         env.pop(key, None)
     env["CELERY_BROKER_URL"] = redis_url or f"filesystem://{folder / 'broker'}"
     return env
-
-
-@dataclass
-class _Process:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, lines: int = 25) -> str:
-        text = self.log.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-
-def _start(name: str, command: Sequence[str], env: Mapping[str, str], folder: Path) -> _Process:
-    log = folder / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603  # our own interpreter and entry points
-            list(command), env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return _Process(name, process, log)
-
-
-def _stop(processes: Sequence[_Process], timeout_s: float = 15.0) -> None:
-    for proc in processes:
-        if proc.process.poll() is None:
-            proc.process.terminate()
-    deadline = time.monotonic() + timeout_s
-    for proc in processes:
-        try:
-            proc.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.process.kill()
-            proc.process.wait(5)
-
-
-def _wait_healthy(url: str, proc: _Process, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            msg = f"the {proc.name} exited with code {proc.process.returncode}; its log ends:\n{proc.tail()}"
-            raise DemoError(msg)
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    msg = f"the {proc.name} did not answer {url} in {START_TIMEOUT_S:.0f} s; its log ends:\n{proc.tail()}"
-    raise DemoError(msg)
 
 
 def _read_spans(path: Path) -> list[SpanRow]:
@@ -295,63 +248,56 @@ def run_demo(
         screen = Console(file=out, highlight=False, width=200)
     status = Console(stderr=True, highlight=False)
     status.print(f"tracehook demo: {backend}; state in {folder}", soft_wrap=True)
-
-    intake_port, sandbox_port = _free_port(), _free_port()
-    child_env["RENTVINE_API_URL"] = f"http://127.0.0.1:{sandbox_port}"
-    py = sys.executable
-    commands = {
-        "sandbox": [py, "-m", "workflows.cli", "sandbox", "--port", str(sandbox_port)],
-        "intake": [py, "-m", "workflows.cli", "intake", "--port", str(intake_port)],
-        "worker": [
-            py,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=2",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel=INFO",
-        ],
-    }
-    processes: list[_Process] = []
+    processes: list[Process] = []
     with ExitStack() as cleanup:
-        cleanup.callback(_stop, processes)
+        cleanup.callback(stop, processes)
         cleanup.enter_context(_stopped_by_sigterm())
         with _progress(status) as progress:
-            starting = progress.add_task("starting sandbox, intake and worker", total=2)
-            for name, command in commands.items():
-                processes.append(_start(name, command, child_env, folder))
-            deadline = time.monotonic() + START_TIMEOUT_S
-            by_name = {proc.name: proc for proc in processes}
-            _wait_healthy(f"http://127.0.0.1:{sandbox_port}/healthz", by_name["sandbox"], deadline)
-            progress.advance(starting)
-            _wait_healthy(f"http://127.0.0.1:{intake_port}/healthz", by_name["intake"], deadline)
-            progress.advance(starting)
-
+            intake_url, worker = _start_stack(child_env, folder, processes, progress)
             sending = progress.add_task("sending sample webhooks", total=len(fixtures))
-            url = f"http://127.0.0.1:{intake_port}/webhooks/rentvine"
             for fixture in fixtures:
-                result.sent.append(_send(url, child_env["WEBHOOK_SECRET"], fixture))
+                result.sent.append(_send(intake_url, child_env["WEBHOOK_SECRET"], fixture))
                 progress.advance(sending)
-
             wanted = {sent.trace_id for sent in result.sent if sent.trace_id}
             waiting = progress.add_task("waiting for the traces", total=len(wanted))
-            _wait_for_traces(folder, wanted, result, by_name["worker"], progress, waiting, timeout_s)
+            _wait_for_traces(folder, wanted, result, worker, progress, waiting, timeout_s)
         status.print("tracehook demo: stopping the processes it started")
     result.seconds = time.monotonic() - started
     _report(result, screen, _read_spans(folder / "spans.jsonl"))
     return result
 
 
+def _start_stack(
+    env: dict[str, str], folder: Path, processes: list[Process], progress: Progress
+) -> tuple[str, Process]:
+    """Start the sandbox, the intake and a prefork worker (into ``processes``, which the caller stops);
+    wait for the sandbox and the intake to answer. Returns the intake's webhook URL and the worker."""
+    intake_port, sandbox_port = free_port(), free_port()
+    env["RENTVINE_API_URL"] = f"http://127.0.0.1:{sandbox_port}"
+    py = sys.executable
+    commands = {
+        "sandbox": [py, "-m", "workflows.cli", "sandbox", "--port", str(sandbox_port)],
+        "intake": [py, "-m", "workflows.cli", "intake", "--port", str(intake_port)],
+        "worker": worker_command(concurrency=2, loglevel="INFO"),
+    }
+    starting = progress.add_task("starting sandbox, intake and worker", total=2)
+    processes.extend(start(name, command, env, folder) for name, command in commands.items())
+    by_name = {proc.name: proc for proc in processes}
+    since = time.monotonic()
+    try:
+        for name, port in (("sandbox", sandbox_port), ("intake", intake_port)):
+            wait_answering(f"http://127.0.0.1:{port}/healthz", by_name[name], START_TIMEOUT_S, since=since)
+            progress.advance(starting)
+    except StartError as exc:
+        raise DemoError(str(exc)) from None
+    return f"http://127.0.0.1:{intake_port}/webhooks/rentvine", by_name["worker"]
+
+
 def _wait_for_traces(
     folder: Path,
     wanted: set[str],
     result: DemoResult,
-    worker: _Process,
+    worker: Process,
     progress: Progress,
     task: Any,
     timeout_s: float,

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tracing.settings import SettingsError
+from tracing.settings import SettingsError, TracingSettings
 from workflows.cli import _jaeger
 from workflows.queue import celery_config
 from workflows.settings import AppSettings, load_app_settings
@@ -58,71 +58,66 @@ def _settings_findings(env: Mapping[str, str]) -> tuple[AppSettings | None, list
         return None, [
             Finding("settings", "fail", str(exc), "fix the variable named above, then run doctor again")
         ]
-    tracing = settings.tracing
-    found = [Finding("settings", "ok", "every variable parses")]
+    return settings, [
+        Finding("settings", "ok", "every variable parses"),
+        _sampling_finding(settings.tracing),
+        _exporter_finding(settings.tracing),
+        _secret_finding(settings),
+    ]
+
+
+def _sampling_finding(tracing: TracingSettings) -> Finding:
     if tracing.sampling_rate == 0:
-        found.append(
-            Finding(
-                "sampling",
-                "fail",
-                "TRACE_SAMPLING_RATE=0: ordinary webhooks are never traced (only emergency ones)",
-                "set TRACE_SAMPLING_RATE between 0.1 and 1.0; for errors and slow traces use the compose "
-                "profile `tail`",
-            )
+        return Finding(
+            "sampling",
+            "fail",
+            "TRACE_SAMPLING_RATE=0: ordinary webhooks are never traced (only emergency ones)",
+            "set TRACE_SAMPLING_RATE between 0.1 and 1.0; for errors and slow traces use the compose "
+            "profile `tail`",
         )
-    elif tracing.emergency_sampling_rate == 0:
-        found.append(
-            Finding(
-                "sampling",
-                "fail",
-                "TRACE_EMERGENCY_SAMPLING_RATE=0: emergency work orders and payments are never traced",
-                "set TRACE_EMERGENCY_SAMPLING_RATE=1.0",
-            )
+    if tracing.emergency_sampling_rate == 0:
+        return Finding(
+            "sampling",
+            "fail",
+            "TRACE_EMERGENCY_SAMPLING_RATE=0: emergency work orders and payments are never traced",
+            "set TRACE_EMERGENCY_SAMPLING_RATE=1.0",
         )
-    else:
-        found.append(
-            Finding(
-                "sampling",
-                "ok",
-                f"ordinary {tracing.sampling_rate:g}, emergency {tracing.emergency_sampling_rate:g}",
-            )
-        )
+    return Finding(
+        "sampling",
+        "ok",
+        f"ordinary {tracing.sampling_rate:g}, emergency {tracing.emergency_sampling_rate:g}",
+    )
+
+
+def _exporter_finding(tracing: TracingSettings) -> Finding:
     if tracing.exporter == "none":
-        found.append(
-            Finding("exporter", "fail", "TRACE_EXPORTER=none: spans are made but never exported", _OTLP)
-        )
-    elif tracing.exporter == "console":
-        found.append(
-            Finding("exporter", "warn", "TRACE_EXPORTER=console: spans go to stderr, not to Jaeger", _OTLP)
-        )
-    elif tracing.exporter == "file":
-        found.append(Finding("exporter", "ok", f"OTLP-JSON lines to {tracing.exporter_path} (not Jaeger)"))
-    else:
-        found.append(Finding("exporter", "ok", f"OTLP/HTTP to {tracing.otlp_endpoint}"))
+        return Finding("exporter", "fail", "TRACE_EXPORTER=none: spans are made but never exported", _OTLP)
+    if tracing.exporter == "console":
+        return Finding("exporter", "warn", "TRACE_EXPORTER=console: spans go to stderr, not to Jaeger", _OTLP)
+    if tracing.exporter == "file":
+        return Finding("exporter", "ok", f"OTLP-JSON lines to {tracing.exporter_path} (not Jaeger)")
+    return Finding("exporter", "ok", f"OTLP/HTTP to {tracing.otlp_endpoint}")
+
+
+def _secret_finding(settings: AppSettings) -> Finding:
     if not settings.webhook_secrets and not settings.allow_unsigned:
-        found.append(
-            Finding(
-                "webhook secret",
-                "fail",
-                "WEBHOOK_SECRET is not set: the intake refuses to start",
-                "set WEBHOOK_SECRET (the secret RentVine signs with) where the intake and the sandbox start: "
-                "`export WEBHOOK_SECRET=whsec_...` (or `$(tracehook secret)` for a new one) in their shell, "
-                "or WEBHOOK_SECRET_FILE=FILE after `tracehook secret --file FILE`; docker compose reads it "
-                "from .env (see .env.example)",
-            )
+        return Finding(
+            "webhook secret",
+            "fail",
+            "WEBHOOK_SECRET is not set: the intake refuses to start",
+            "set WEBHOOK_SECRET (the secret RentVine signs with) where the intake and the sandbox start: "
+            "`export WEBHOOK_SECRET=whsec_...` (or `$(tracehook secret)` for a new one) in their shell, "
+            "or WEBHOOK_SECRET_FILE=FILE after `tracehook secret --file FILE`; docker compose reads it "
+            "from .env (see .env.example)",
         )
-    elif settings.allow_unsigned and not settings.webhook_secrets:
-        found.append(
-            Finding(
-                "webhook secret",
-                "warn",
-                "WEBHOOK_ALLOW_UNSIGNED=true: anyone who can reach the intake can enqueue work",
-                "set WEBHOOK_SECRET and drop WEBHOOK_ALLOW_UNSIGNED outside local testing",
-            )
+    if settings.allow_unsigned and not settings.webhook_secrets:
+        return Finding(
+            "webhook secret",
+            "warn",
+            "WEBHOOK_ALLOW_UNSIGNED=true: anyone who can reach the intake can enqueue work",
+            "set WEBHOOK_SECRET and drop WEBHOOK_ALLOW_UNSIGNED outside local testing",
         )
-    else:
-        found.append(Finding("webhook secret", "ok", f"{len(settings.webhook_secrets)} secret(s)"))
-    return settings, found
+    return Finding("webhook secret", "ok", f"{len(settings.webhook_secrets)} secret(s)")
 
 
 _OTLP: Final = "set TRACE_EXPORTER=otlp and OTEL_EXPORTER_OTLP_ENDPOINT to Jaeger's OTLP/HTTP port (4318)"
