@@ -8,7 +8,7 @@ the helpers in ``spans``, ``batch``, ``sampling``, ``setup`` and ``logs``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any, Final, TypeVar, cast
@@ -40,6 +40,8 @@ __all__ = [
 
 R = TypeVar("R")
 HEALTH_PATHS: Final = "healthz,health,readyz,livez,metrics"
+# The guide's custom sampler: "Always sample payment operations".
+GUIDE_EMERGENCY_NAMES: Final = ("payment",)
 
 
 def correlate_with_logs(span: Span | None = None) -> dict[str, str]:
@@ -150,17 +152,24 @@ RentVineTracing: Final = EntityOperationTracing("rentvine")
 class OperationBasedSampler(RuleBasedSampler):
     """The guide's sampler: payments and emergencies kept, health checks at 1%, the rest at a ratio.
 
-    The ratios default to TRACE_SAMPLING_RATE and TRACE_EMERGENCY_SAMPLING_RATE.
+    The ratios default to TRACE_SAMPLING_RATE and TRACE_EMERGENCY_SAMPLING_RATE; ``emergency_names``
+    to the guide's rule, "always sample payment operations".
     """
 
     def __init__(
-        self, rate: float | None = None, emergency_rate: float | None = None, health_rate: float = 0.01
+        self,
+        rate: float | None = None,
+        emergency_rate: float | None = None,
+        health_rate: float = 0.01,
+        *,
+        emergency_names: Iterable[str] = GUIDE_EMERGENCY_NAMES,
     ) -> None:
         env_rate, env_emergency_rate = sampling_rates()
         super().__init__(
             rate if rate is not None else env_rate,
             emergency_rate if emergency_rate is not None else env_emergency_rate,
             health_rate,
+            emergency_names=emergency_names,
         )
 
 

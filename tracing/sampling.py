@@ -8,7 +8,7 @@ trace id and rule agrees. Child spans follow their parent (``ParentBased``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, cast
 
 from opentelemetry.context import Context
@@ -97,8 +97,8 @@ class RuleBasedSampler(Sampler):
 
     Rules, first match wins:
 
-    1. an attribute in :data:`PRIORITY_ATTRIBUTES` is emergency/critical, or the name is a payment
-       operation → ``emergency_rate``;
+    1. an attribute in :data:`PRIORITY_ATTRIBUTES` is emergency/critical, or the name contains one of
+       ``emergency_names`` (the domain's own, such as ``payment``) → ``emergency_rate``;
     2. the name looks like a health check, or the priority is ``low`` → ``health_rate``;
     3. anything else → ``rate``.
 
@@ -106,15 +106,25 @@ class RuleBasedSampler(Sampler):
         rate: ratio for ordinary root operations (TRACE_SAMPLING_RATE).
         emergency_rate: ratio for emergency/critical operations (TRACE_EMERGENCY_SAMPLING_RATE).
         health_rate: ratio for health checks (1% by default).
+        emergency_names: words (any case) whose presence in a root span's name makes it an emergency,
+            whatever its attributes say; none by default.
     """
 
     # Ours follows the SDK's signature and returns the start attributes: no adapter on the hot path.
     _adapt_should_sample = False
 
-    def __init__(self, rate: float, emergency_rate: float = 1.0, health_rate: float = 0.01) -> None:
+    def __init__(
+        self,
+        rate: float,
+        emergency_rate: float = 1.0,
+        health_rate: float = 0.01,
+        *,
+        emergency_names: Iterable[str] = (),
+    ) -> None:
         self.rate = rate
         self.emergency_rate = emergency_rate
         self.health_rate = health_rate
+        self.emergency_names = tuple(word.lower() for word in emergency_names)
         self._bounds = {
             "emergency": _bound(emergency_rate),
             "health": _bound(health_rate),
@@ -131,7 +141,7 @@ class RuleBasedSampler(Sampler):
                     priority = value.lower()
                     break
         lowered = name.lower()
-        if priority in CRITICAL_PRIORITIES or "payment" in lowered:
+        if priority in CRITICAL_PRIORITIES or any(word in lowered for word in self.emergency_names):
             return "emergency"
         if priority in _LOW_PRIORITIES or any(word in lowered for word in _HEALTH_WORDS):
             return "health"
@@ -167,6 +177,14 @@ class RuleBasedSampler(Sampler):
         )
 
 
-def build_sampler(rate: float, emergency_rate: float = 1.0, health_rate: float = 0.01) -> sampling.Sampler:
-    """The sampler ``configure_tracing`` installs: parent-based, rules at the root."""
-    return sampling.ParentBased(root=RuleBasedSampler(rate, emergency_rate, health_rate))
+def build_sampler(
+    rate: float,
+    emergency_rate: float = 1.0,
+    health_rate: float = 0.01,
+    *,
+    emergency_names: Iterable[str] = (),
+) -> sampling.Sampler:
+    """The sampler ``configure_tracing`` installs: parent-based, :class:`RuleBasedSampler` at the root."""
+    return sampling.ParentBased(
+        root=RuleBasedSampler(rate, emergency_rate, health_rate, emergency_names=emergency_names)
+    )

@@ -75,6 +75,9 @@ class TracingSettings:
     sampling_rate: float = 1.0
     emergency_sampling_rate: float = 1.0
     health_sampling_rate: float = 0.01
+    # Words that make a root span an emergency by its name alone (the sampler's rule 1): the domain's to
+    # give, none here; the RentVine side gives "payment".
+    emergency_names: tuple[str, ...] = ()
     slow_threshold_ms: float = 1000.0
     max_attribute_length: int = 4096
     max_queue_size: int = 2048

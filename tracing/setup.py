@@ -159,7 +159,10 @@ def configure_tracing(
             return _state.provider
         settings = settings if settings is not None else load_settings()
         chosen_sampler = sampler or build_sampler(
-            settings.sampling_rate, settings.emergency_sampling_rate, settings.health_sampling_rate
+            settings.sampling_rate,
+            settings.emergency_sampling_rate,
+            settings.health_sampling_rate,
+            emergency_names=settings.emergency_names,
         )
         provider = TracerProvider(
             resource=_resource(settings),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -27,6 +27,9 @@ __all__ = [
 ]
 
 DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
+# Every payment is critical (workflows.events.classify_priority); a root span named for one is kept at the
+# emergency rate even when it carries no priority (the sampler's rule by name).
+EMERGENCY_NAMES: Final = ("payment",)
 _REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 # The longest first retry delay a workflow task may be given (TASK_RETRY_BACKOFF_S is capped at it).
 _MAX_RETRY_BACKOFF_S: Final = 300.0
@@ -36,7 +39,7 @@ _MAX_RETRY_BACKOFF_S: Final = 300.0
 class AppSettings:
     """Everything the intake, workers, sandbox and CLI read from the environment, validated."""
 
-    tracing: TracingSettings = field(default_factory=TracingSettings)
+    tracing: TracingSettings = field(default_factory=lambda: TracingSettings(emergency_names=EMERGENCY_NAMES))
     redis_url: str = DEFAULT_REDIS_URL
     webhook_secrets: tuple[str, ...] = ()
     allow_unsigned: bool = False
@@ -161,7 +164,7 @@ def load_app_settings(
         )
         raise SettingsError(msg)
     return AppSettings(
-        tracing=load_settings(env, service_name=service_name),
+        tracing=replace(load_settings(env, service_name=service_name), emergency_names=EMERGENCY_NAMES),
         redis_url=redis_url,
         webhook_secrets=secrets,
         allow_unsigned=env_bool(env, "WEBHOOK_ALLOW_UNSIGNED", default=False),

@@ -9,7 +9,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from tracing import RuleBasedSampler, build_sampler
+from tracing import OperationBasedSampler, RuleBasedSampler, build_sampler
+from workflows.settings import load_app_settings
 
 # Trace ids whose low 64 bits put them at a known place in [0, 1).
 LOW = 1  # ~0.0: sampled by any rate above zero
@@ -42,12 +43,20 @@ class TestDecisionTable:
         ],
     )
     def test_rule_for(self, name: str, attributes: dict[str, str] | None, rule: str) -> None:
-        """Each kind of root span falls under the documented rule."""
-        assert rule == RuleBasedSampler(0.1).rule_for(name, attributes)
+        """Each kind of root span falls under the documented rule (the domain names payments)."""
+        assert rule == RuleBasedSampler(0.1, emergency_names=["Payment"]).rule_for(name, attributes)
+
+    def test_names_are_the_domains_to_give(self) -> None:
+        """The library knows no domain word: a payment is an emergency only when the domain says so, as
+        the RentVine settings and the guide's OperationBasedSampler do."""
+        assert "default" == RuleBasedSampler(0.1).rule_for("webhook.payment.received", None)
+        assert "emergency" == OperationBasedSampler(0.1).rule_for("webhook.payment.received", None)
+        names = load_app_settings({}).tracing.emergency_names
+        assert "emergency" == RuleBasedSampler(0.1, emergency_names=names).rule_for("payment.failed", None)
 
     def test_rate_zero_keeps_emergencies_only(self) -> None:
         """TRACE_SAMPLING_RATE=0: ordinary roots dropped; emergencies and payments kept."""
-        sampler = RuleBasedSampler(rate=0.0, emergency_rate=1.0)
+        sampler = RuleBasedSampler(rate=0.0, emergency_rate=1.0, emergency_names=("payment",))
         for trace_id in (LOW, MID, HIGH):
             assert decide(sampler, trace_id, "webhook.work_order.created", {"workflow.priority": "emergency"})
             assert decide(sampler, trace_id, "webhook.payment.failed")
