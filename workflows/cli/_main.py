@@ -62,28 +62,35 @@ environment:
 
 
 def _add_servers(commands: Any) -> None:
-    intake = commands.add_parser(
-        "intake",
-        help="run the webhook intake (uvicorn workflows.intake:app)",
-        description="Run the webhook intake: POST /webhooks/rentvine, /healthz, /readyz, /metrics.",
-        epilog=_INTAKE_ENVIRONMENT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    intake.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    intake.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    intake.set_defaults(run=_commands.intake)
-
-    sandbox = commands.add_parser(
-        "sandbox",
-        help="run the RentVine API sandbox (a local stand-in)",
-        description="Run a local stand-in for the RentVine API (leases, work orders, payments), which "
-        "announces its changes to the intake as signed webhooks.",
-        epilog=_SANDBOX_ENVIRONMENT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    sandbox.add_argument("--port", type=int, default=8081, help="port (default 8081)")
-    sandbox.set_defaults(run=_commands.sandbox)
+    for name, text, description, epilog, port, run in (
+        (
+            "intake",
+            "run the webhook intake (uvicorn workflows.intake:app)",
+            "Run the webhook intake: POST /webhooks/rentvine, /healthz, /readyz, /metrics.",
+            _INTAKE_ENVIRONMENT,
+            8000,
+            _commands.intake,
+        ),
+        (
+            "sandbox",
+            "run the RentVine API sandbox (a local stand-in)",
+            "Run a local stand-in for the RentVine API (leases, work orders, payments), which announces its "
+            "changes to the intake as signed webhooks.",
+            _SANDBOX_ENVIRONMENT,
+            8081,
+            _commands.sandbox,
+        ),
+    ):
+        server = commands.add_parser(
+            name,
+            help=text,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+        server.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+        server.set_defaults(run=run)
 
 
 def _add_send(commands: Any) -> None:
