@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image for the three tracehook processes (DESIGN.md "Running it"); docker-compose.yml picks the command:
+# One image for the three tracehook processes (docs/command-line.md); docker-compose.yml picks the command:
 #   intake  : tracehook intake --host 0.0.0.0 --port 8000       (the default CMD)
 #   worker  : celery -A workers worker --pool=prefork --concurrency 2 --loglevel INFO
 #   sandbox : tracehook sandbox --host 0.0.0.0 --port 8081      (the RentVine API stand-in)

@@ -3,7 +3,7 @@
 Set up once per process with :func:`configure_tracing` and :func:`configure_logging` (and
 :func:`configure_metrics` for metrics, served with :func:`metrics_registry`); then use
 :class:`trace_span`, :func:`traced`, :func:`trace_batch`, :func:`record_error`, and the propagation helpers.
-GUIDE.md's names (``get_tracer``, ``trace_async_operation``, ...) are here too.
+The guide's names (``get_tracer``, ``trace_async_operation``, ...) are here too (docs/guide.md).
 """
 
 from __future__ import annotations

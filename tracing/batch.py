@@ -1,6 +1,6 @@
 """Traced batch operations: one span for the batch, one per chunk, an event per failed item.
 
-Layout (DESIGN.md step 5)::
+Layout (docs/design.md, step 5)::
 
     batch.<name>                 batch.items_total, batch.size, batch.items_failed, batch.chunks
       batch.<name>.chunk         batch.chunk_index, batch.chunk_size, batch.chunk_failed
@@ -41,7 +41,7 @@ class BatchItemError:
 
 
 class BatchResult(NamedTuple, Generic[R]):
-    """What a batch returns; unpacks as ``results, errors`` (GUIDE.md's shape)."""
+    """What a batch returns; unpacks as ``results, errors`` (the guide's shape)."""
 
     results: list[R]
     errors: list[BatchItemError]

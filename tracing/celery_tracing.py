@@ -172,7 +172,7 @@ class CeleryInstrumentation:
                 provider = own
                 if trace.get_tracer_provider() is own:
                     looked_up = own
-        # Every exporter on it sees scrubbed spans, the user's included (README, "scrubbing").
+        # Every exporter on it sees scrubbed spans, the user's included (docs/operations.md, "Security").
         protect_provider(provider)
         tracer = provider.get_tracer(_SCOPE)
         self._spans_to = provider

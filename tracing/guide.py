@@ -1,4 +1,4 @@
-"""GUIDE.md's API, kept working as thin adapters over the library.
+"""The guide's API (docs/guide.md), kept working as thin adapters over the library.
 
 The guide our users start from imports ``distributed_tracing`` and ``trace_middleware``; here the same
 names live in :mod:`tracing`. Nothing in this module is a second implementation: each name forwards to
@@ -50,7 +50,7 @@ def correlate_with_logs(span: Span | None = None) -> dict[str, str]:
 
 
 class GuideTracer:
-    """The tracer object of GUIDE.md: ``trace_span``, ``record_error``, ``trace_batch_operation``, ...
+    """The tracer object of the guide: ``trace_span``, ``record_error``, ``trace_batch_operation``, ...
 
     It also forwards ``start_span`` and ``start_as_current_span`` to the OpenTelemetry tracer, so the
     guide's multi-service example works on it unchanged.
@@ -207,7 +207,7 @@ SourceResolver = Callable[[str, Mapping[str, Any]], Mapping[str, str] | None]
 
 
 class WebhookTracingMiddleware:
-    """Ties a webhook to the operation that caused it (GUIDE.md "webhook context extraction").
+    """Ties a webhook to the operation that caused it (the guide's "webhook context extraction").
 
     Args:
         tracer: the guide's tracer.

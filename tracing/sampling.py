@@ -35,8 +35,8 @@ _TRACE_ID_LIMIT: Final = (1 << 64) - 1
 class Sampler(sampling.Sampler):
     """The SDK's sampler base with a default description, so a subclass need only decide.
 
-    GUIDE.md's ``OperationBasedSampler`` example subclasses a sampler and defines ``should_sample`` alone;
-    the SDK's abstract base would refuse to instantiate it.
+    The guide's ``OperationBasedSampler`` example (docs/guide.md) subclasses a sampler and defines
+    ``should_sample`` alone; the SDK's abstract base would refuse to instantiate it.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

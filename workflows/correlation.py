@@ -1,4 +1,4 @@
-"""Source correlation (DESIGN.md step 8): which traced API operation last changed an entity.
+"""Source correlation (docs/design.md, step 8): which traced API operation last changed an entity.
 
 The RentVine client records ``entity id → (trace id, span id)`` in Redis for an hour when a step changes
 an entity through the API; a later webhook about that entity links its root span to that operation.

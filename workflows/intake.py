@@ -1,6 +1,6 @@
 """The webhook intake: ``POST /webhooks/rentvine`` verifies, classifies, dedupes and enqueues events.
 
-Order (DESIGN.md): size limit → signature → content type → JSON → schema → classify → root span →
+Order (docs/intake.md): size limit → signature → content type → JSON → schema → classify → root span →
 dedupe → enqueue → 202. The root span ``webhook.<type>`` (SERVER) is made only once the event is
 classified, so the sampler sees its priority, and dated from the request's receipt; a sender's
 ``traceparent`` becomes a Link, never the parent.

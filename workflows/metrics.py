@@ -35,7 +35,7 @@ __all__ = [
 UNKNOWN: Final = "unknown"
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _PRIORITIES: Final = ("low", "normal", "high", "emergency")
-# The intake's error codes (DESIGN.md "Webhook contract") as outcomes of tracehook_webhooks_received_total.
+# The intake's error codes (docs/intake.md) as outcomes of tracehook_webhooks_received_total.
 _OUTCOMES: Final = {
     "payload_too_large": "too_large",
     "invalid_signature": "rejected_signature",

@@ -1,6 +1,6 @@
 """instrument_celery in users' own apps, wired the way users wire things, with real prefork workers.
 
-Each user app lives in ``tests/integration/user_apps``: the README's one call with configuration after it,
+Each user app lives in ``tests/integration/user_apps``: docs/celery.md's one call with configuration after it,
 a user who brought their own SDK set-up and logging (three ways), a web process that only publishes, a
 worker started by ``opentelemetry-instrument``, and a leftover stock ``CeleryInstrumentor().instrument()``.
 """
@@ -71,7 +71,7 @@ def started(
 
 @pytest.fixture(scope="module")
 def plain_worker(receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """A prefork worker of the README's user app: tracehook's provider from the environment."""
+    """A prefork worker of docs/celery.md's user app: tracehook's provider from the environment."""
     yield from started(
         receiver,
         tmp_path_factory.mktemp("plain"),
@@ -188,7 +188,7 @@ class TestProtocolOne:
 
 
 class TestDocumentedAttributes:
-    """The run span carries what the README promises: the ETA, the duration, the worker as client id."""
+    """The run span carries what docs/celery.md promises: the ETA, the duration, the worker as client id."""
 
     def test_eta_duration_client_id(
         self, receiver: OtlpReceiver, producer: OtlpReceiver, plain_worker: Worker

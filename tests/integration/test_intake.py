@@ -1,4 +1,4 @@
-"""The webhook intake in process, against the real Redis: DESIGN.md's answer table, root span, logs.
+"""The webhook intake in process, against the real Redis: docs/intake.md's answer table, root span, logs.
 
 Each test builds the app with ``create_app(..., configure=False)`` (tracing, when a test looks at spans,
 comes from the in-memory ``span_exporter`` fixture) and talks to it through ``httpx.ASGITransport``, which
@@ -362,7 +362,7 @@ class TestDuplicate:
     async def test_header_is_the_key_when_present(
         self, webhooks: Callable[..., Webhooks], store: redis.Redis[bytes], queue: str
     ) -> None:
-        """DESIGN.md: the key is the webhook-id header; the same body id under new webhook-ids is queued."""
+        """docs/intake.md: the key is the webhook-id header; the same body id under new webhook-ids is queued."""
         hooks = webhooks()
         event = hooks.event()
 

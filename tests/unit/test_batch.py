@@ -1,4 +1,4 @@
-"""trace_batch: the span layout of DESIGN.md, results and errors, sync and async."""
+"""trace_batch: the span layout of docs/design.md, results and errors, sync and async."""
 
 from __future__ import annotations
 

@@ -734,7 +734,7 @@ class TestHelp:
 
 
 class TestExitCodes:
-    """One meaning per exit code across every command, as ``--help`` and the README say: 1 for anything to
+    """One meaning per exit code across every command, as ``--help`` and docs/command-line.md say: 1 for anything to
     fix on the caller's side (argparse's usage errors and settings errors included), 2 only for something
     that could not be reached."""
 
@@ -766,11 +766,11 @@ class TestExitCodes:
         assert "cannot reach the store" in capsys.readouterr().err
 
     def test_help_and_readme_say_the_same(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """``tracehook --help`` ends with the exit codes, and the README has the same sentence."""
+        """``tracehook --help`` ends with the exit codes, and docs/command-line.md has the same sentence."""
         with pytest.raises(SystemExit):
             main(["--help"])
         assert EXIT_CODES in " ".join(capsys.readouterr().out.split())
-        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        readme = (ROOT / "docs" / "command-line.md").read_text(encoding="utf-8")
         assert EXIT_CODES in " ".join(readme.split())
 
 

@@ -107,7 +107,7 @@ def _published_ports(service: dict[str, Any]) -> list[str]:
 
 
 class TestServices:
-    """The services DESIGN.md "Running it" asks for, with healthchecks and healthy dependencies."""
+    """The services the quick start runs, with healthchecks and healthy dependencies."""
 
     def test_core_services_present(self, services: dict[str, Any]) -> None:
         """redis, jaeger, intake, worker and rentvine-sandbox run without any profile."""
@@ -273,7 +273,7 @@ class TestEnvironment:
     """The app services set only variables the settings read, with values that load."""
 
     def test_known_set_is_grepped_from_the_code(self) -> None:
-        """The grep finds the variables of DESIGN.md's table (guards the regex itself)."""
+        """The grep finds the variables of docs/configuration.md's table (guards the regex itself)."""
         known = _known_variables()
         assert {"REDIS_URL", "WEBHOOK_SECRET", "SERVICE_NAME", "TRACE_SAMPLING_RATE", "SANDBOX_DB"} <= known
         assert {"CELERY_BROKER_URL", "OTEL_EXPORTER_OTLP_TIMEOUT", "LOG_LEVEL"} <= known

@@ -1,7 +1,7 @@
-"""GUIDE.md's code examples, run as they are written with only their imports changed.
+"""The guide's code examples (docs/guide.md), run as they are written with only their imports changed.
 
 The guide imports ``distributed_tracing`` and ``trace_middleware``; here those names come from
-:mod:`tracing` (DESIGN.md, "The guide's API"), and ``trace`` is ``opentelemetry.trace``. The guide's code
+:mod:`tracing` (docs/guide.md), and ``trace`` is ``opentelemetry.trace``. The guide's code
 is copied as it stands; the helpers it leaves undefined (``get_lease``, ``validate``, ``process``,
 ``risky_operation``, ``process_single_work_order``, ...) are small local functions below. Each test
 checks the spans the example produces.
@@ -97,7 +97,7 @@ def process_single_work_order_sync(work_order: dict[str, Any]) -> str:
     return f"done:{work_order['id']}"
 
 
-# --- GUIDE.md, "Adding Traces to Your Code" > "Basic Function Tracing" (verbatim) -------------------------
+# --- The guide, "Adding Traces to Your Code" > "Basic Function Tracing" (verbatim) -------------------------
 
 
 @trace_async_operation(name="process_lease_renewal")
@@ -115,7 +115,7 @@ async def process_lease_renewal(lease_id: str):
     return renewal_result
 
 
-# --- GUIDE.md, "Adding Traces to Your Code" > "Manual Span Creation" (verbatim) ---------------------------
+# --- The guide, "Adding Traces to Your Code" > "Manual Span Creation" (verbatim) ---------------------------
 
 
 async def complex_operation(data: Dict):  # noqa: UP006  # the guide's annotation
@@ -136,7 +136,7 @@ async def complex_operation(data: Dict):  # noqa: UP006  # the guide's annotatio
         return result
 
 
-# --- GUIDE.md, "Adding Traces to Your Code" > "Tracing Batch Operations" (verbatim) -----------------------
+# --- The guide, "Adding Traces to Your Code" > "Tracing Batch Operations" (verbatim) -----------------------
 
 
 async def process_work_orders(work_orders: List[Dict]):  # noqa: UP006  # the guide's annotation
@@ -153,7 +153,7 @@ async def process_work_orders(work_orders: List[Dict]):  # noqa: UP006  # the gu
     return {"processed": len(results), "failed": len(errors)}
 
 
-# --- GUIDE.md, "Adding Traces to Your Code" > "Adding Events to Spans" (verbatim) -------------------------
+# --- The guide, "Adding Traces to Your Code" > "Adding Events to Spans" (verbatim) -------------------------
 
 
 async def long_running_operation():
@@ -172,7 +172,7 @@ async def long_running_operation():
     span.add_event("operation_completed", {"total_items": 200})
 
 
-# --- GUIDE.md, "Best Practices" > "4. Error Handling", inside a span as the guide assumes ----------------
+# --- The guide, "Best Practices" > "4. Error Handling", inside a span as the guide assumes ----------------
 
 
 async def guarded_operation(op_id: str) -> None:
@@ -195,7 +195,7 @@ async def guarded_operation(op_id: str) -> None:
             # Handle error...
 
 
-# --- GUIDE.md, "Advanced Features" > "1. Custom Samplers" (verbatim; the "..." filled in) ----------------
+# --- The guide, "Advanced Features" > "1. Custom Samplers" (verbatim; the "..." filled in) ----------------
 
 
 class OperationBasedSampler(Sampler):

@@ -23,7 +23,7 @@ HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 
 class TestFields:
-    """Each line is one JSON object with DESIGN.md step 7's fields."""
+    """Each line is one JSON object with the fields of docs/design.md, step 7."""
 
     def test_fields_outside_a_span(self, captured_logs: CapturedLogs) -> None:
         """timestamp, level, event, logger and service; no trace ids when no span is active."""

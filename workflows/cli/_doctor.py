@@ -1,4 +1,4 @@
-"""``tracehook doctor``: GUIDE.md's "Troubleshooting" made executable.
+"""``tracehook doctor``: the guide's "Troubleshooting" made executable.
 
 Checks the settings (a sampling rate of 0, a retired JAEGER_ENDPOINT, no webhook secret, no exporter), that
 Redis (or the SQLite store) and the broker answer, that the OTLP endpoint accepts spans and Jaeger's query API

@@ -1,4 +1,4 @@
-"""The README's snippet in a user's own app: one ``instrument_celery(app)`` call, configuration after it.
+"""docs/celery.md's snippet in a user's own app: one ``instrument_celery(app)`` call, configuration after it.
 
 No ``configure_tracing()``, no provider of the user's: tracehook sets its own up from the environment, in
 the worker (``celery -A ... worker``) and in any process that only publishes (a web app calling ``.delay()``).
