@@ -7,19 +7,15 @@ The intake publishes ``process_webhook_event`` by name, so it needs the broker b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from tracing import instrument_celery
-from tracing.settings import SettingsError
 from workflows.settings import QueueSettings, load_queue_settings
 
 __all__ = [
-    "FILESYSTEM_SCHEME",
     "TASK_NAME",
     "Publisher",
     "celery_config",
-    "filesystem_transport",
     "producer_app",
 ]
 
@@ -31,36 +27,6 @@ class Publisher(Protocol):
 
     def send_task(self, name: str, *, kwargs: dict[str, Any], **options: Any) -> Any:
         """Publish the task ``name``; the answer has its ``id``."""
-
-
-FILESYSTEM_SCHEME = "filesystem://"
-
-
-def filesystem_transport(url: str) -> dict[str, Any]:
-    """kombu's filesystem transport options for ``filesystem:///abs/dir``; creates the folders.
-
-    Producers and workers on one machine share the folder: each message is a file, taken by one worker.
-
-    Raises:
-        SettingsError: the URL names no absolute folder.
-    """
-    folder = Path(url.removeprefix(FILESYSTEM_SCHEME))
-    if not folder.is_absolute():
-        msg = (
-            f"CELERY_BROKER_URL={url!r}: give an absolute folder, e.g. filesystem:///var/tmp/tracehook-queue"
-        )
-        raise SettingsError(msg)
-    queue, control = folder / "queue", folder / "control"
-    for path in (queue, control):
-        path.mkdir(parents=True, exist_ok=True)
-    return {
-        "data_folder_in": str(queue),
-        "data_folder_out": str(queue),
-        "control_folder": str(control),
-        "store_processed": False,
-        # kombu polls the folder; its default second would dominate a demo's latency.
-        "polling_interval": 0.1,
-    }
 
 
 def celery_config(settings: QueueSettings | Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -86,13 +52,6 @@ def celery_config(settings: QueueSettings | Mapping[str, str] | None = None) -> 
         "unacked_restore_throttle": 1,
     }
     urls: dict[str, str] = {}
-    if broker.startswith(FILESYSTEM_SCHEME):
-        transport = filesystem_transport(broker)
-        # The folder is in the transport options; a host name spares kombu's "No hostname was supplied"
-        # warning. Read/write URLs, because Celery lets CELERY_BROKER_URL in the environment override
-        # broker_url but not these.
-        broker = "filesystem://localhost/"
-        urls = {"broker_read_url": broker, "broker_write_url": broker}
     if broker.startswith("redis://"):
         # kombu's Redis transport with one redis-py client per channel, not one per publish or ack.
         urls["broker_transport"] = "workflows._redis_transport:Transport"

@@ -89,7 +89,7 @@ _DEFAULT_QUEUE = QueueSettings()
 
 def load_queue_settings(env: Mapping[str, str] | None = None) -> QueueSettings:
     """Build :class:`QueueSettings` from REDIS_URL, CELERY_BROKER_URL (``amqp://`` works too;
-    ``filesystem:///abs/dir`` is Celery's filesystem transport), CELERY_RESULT_BACKEND,
+    CELERY_RESULT_BACKEND,
     CELERY_VISIBILITY_TIMEOUT_S and CELERY_DEFAULT_QUEUE.
 
     Raises:
@@ -157,11 +157,8 @@ def load_app_settings(
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     redis_url = env.get("REDIS_URL", "").strip() or _DEFAULT.redis_url
-    if not redis_url.startswith((*_REDIS_SCHEMES, "sqlite:///")):
-        msg = (
-            f"REDIS_URL={redis_url!r} is not a Redis URL (redis://host:6379/0, rediss://, unix://) nor a "
-            "SQLite file for a Redis-less set-up (sqlite:////abs/path/state.sqlite3)"
-        )
+    if not redis_url.startswith(_REDIS_SCHEMES):
+        msg = f"REDIS_URL={redis_url!r} is not a Redis URL (redis://host:6379/0, rediss://, unix://)"
         raise SettingsError(msg)
     return AppSettings(
         tracing=replace(load_settings(env, service_name=service_name), emergency_names=EMERGENCY_NAMES),

@@ -1,4 +1,4 @@
-"""``tracehook demo`` on a machine without Redis: the whole job on the filesystem transport and SQLite."""
+"""``tracehook demo`` on a machine without Redis: the whole job on its own Redis-protocol server."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def _processes_using(folder: Path) -> list[int]:
 
 
 class TestDemoWithoutRedis:
-    """With REDIS_URL at a closed port the demo falls back to the filesystem transport and SQLite."""
+    """With REDIS_URL at a closed port the demo runs on its embedded Redis-protocol server, which is the
+    broker and holds the dedupe keys, the source map and the dead letters."""
 
     def test_demo_prints_one_whole_trace(self, tmp_path: Path) -> None:
         """Exit 0; the printed tree has the intake, worker and sandbox spans of one trace and the
@@ -68,8 +69,8 @@ class TestDemoWithoutRedis:
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         out = done.stdout
-        assert "filesystem transport" in done.stderr
-        assert "filesystem transport" in out
+        assert "an embedded Redis-protocol server at redis://127.0.0.1:" in done.stderr
+        assert "an embedded Redis-protocol server" in out
         match = re.search(r"^trace ([0-9a-f]{32})\s+(\d+) spans, 3 services", out, re.MULTILINE)
         assert match, out[-3000:]
         trace_id = match.group(1)
@@ -90,7 +91,6 @@ class TestDemoWithoutRedis:
         done = completion_of(spans_of_trace(spans, trace_id))
         assert done is not None
         assert f"receipt → done {done.ms:.1f} ms: completed, objective met" in out
-        assert (folder / "state.sqlite3").exists()
         assert _processes_using(folder) == []
 
 

@@ -1,11 +1,12 @@
 """``tracehook demo``: the main job on a laptop, without Docker.
 
 Starts the RentVine sandbox, the intake and a prefork worker as local processes on the embedded defaults:
-Redis as the broker when one answers at REDIS_URL, else Celery's filesystem transport; the dedupe keys, the
-source map and the dead-letter list in a SQLite file of the demo's folder either way. Sends the sample
-webhooks, waits for their traces, prints each as a tree with its log lines, and stops everything it
-started. Spans go to an OTLP-JSON lines file and logs to one file per process, both kept in the demo's
-folder for ``tracehook trace --file`` and ``tracehook logs``.
+a Redis-protocol server inside the demo's own process (:mod:`workflows.cli._embedded_redis`) is the
+broker and holds the dedupe keys, the source map and the dead-letter list, as Redis does in production,
+and never a Redis the user's own stack reads. Sends the sample webhooks, waits for their traces, prints
+each as a tree with its log lines, and stops everything it started. Spans go to an OTLP-JSON lines file
+and logs to one file per process, both kept in the demo's folder for ``tracehook trace --file`` and
+``tracehook logs``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 import httpx
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from workflows.cli._embedded_redis import embedded_redis
 from workflows.cli._logs import format_log
 from workflows.cli._processes import (
     Process,
@@ -40,7 +41,6 @@ from workflows.cli._processes import (
 )
 from workflows.cli._trace_view import SpanRow, load_otlp_lines, render_tree
 from workflows.events import FIXTURES, load_fixture
-from workflows.settings import DEFAULT_REDIS_URL
 from workflows.signing import new_secret, signed_headers
 
 __all__ = ["DemoError", "DemoInterruptedError", "DemoResult", "run_demo"]
@@ -81,22 +81,9 @@ class DemoResult:
         return bool(self.sent) and all(s.trace_id and s.trace_id in self.complete for s in self.sent)
 
 
-def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
-    """True when a Redis answers PING at ``url`` within ``timeout_s``."""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return False
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
-def demo_environment(folder: Path, base: Mapping[str, str], *, redis_url: str | None) -> dict[str, str]:
-    """The environment of the demo's processes: the embedded defaults, a fresh secret, the folder's files;
-    ``redis_url`` is the broker when given, else Celery's filesystem transport in the folder."""
+def demo_environment(folder: Path, base: Mapping[str, str], *, redis_url: str) -> dict[str, str]:
+    """The environment of the demo's processes: the embedded defaults, a fresh secret, the folder's files,
+    and ``redis_url`` (the demo's own server) as the store and the broker."""
     secret = new_secret()
     env = {key: value for key, value in base.items() if not key.startswith(("OTEL_", "CELERY_"))}
     env.update(
@@ -113,16 +100,14 @@ def demo_environment(folder: Path, base: Mapping[str, str], *, redis_url: str | 
             "TASK_RETRY_BACKOFF_S": "0.5",
             # The demo shows traces and logs; a metrics endpoint would only collide with a real worker's.
             "WORKER_METRICS_PORT": "0",
-            # Our own queue: a worker of a real deployment on the same Redis must not take the demo's tasks.
             "CELERY_DEFAULT_QUEUE": "tracehook-demo",
-            # Dedupe keys, the source map and dead letters stay in the demo's folder, never in a Redis the
+            # The demo's own server: dedupe keys, the source map and dead letters never land in a Redis the
             # user's own stack reads (a source entry there would link their next webhook to a demo trace).
-            "REDIS_URL": f"sqlite:///{folder / 'state.sqlite3'}",
+            "REDIS_URL": redis_url,
         }
     )
     for key in ("SERVICE_NAME", "SANDBOX_WEBHOOK_URL", "WEBHOOK_ALLOW_UNSIGNED"):
         env.pop(key, None)
-    env["CELERY_BROKER_URL"] = redis_url or f"filesystem://{folder / 'broker'}"
     return env
 
 
@@ -238,18 +223,16 @@ def run_demo(
     base = os.environ if env is None else env
     folder = Path(folder or tempfile.mkdtemp(prefix="tracehook-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
-    redis_url = base.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
-    use_redis = redis_answers(redis_url)
-    child_env = demo_environment(folder, base, redis_url=redis_url if use_redis else None)
-    backend = f"Redis at {redis_url} as the broker" if use_redis else "Celery's filesystem transport"
-    result = DemoResult(folder, backend)
     screen = Console(file=out, highlight=False, soft_wrap=False)
     if not screen.is_terminal:
         screen = Console(file=out, highlight=False, width=200)
     status = Console(stderr=True, highlight=False)
-    status.print(f"tracehook demo: {backend}; state in {folder}", soft_wrap=True)
     processes: list[Process] = []
     with ExitStack() as cleanup:
+        redis_url = cleanup.enter_context(embedded_redis())
+        child_env = demo_environment(folder, base, redis_url=redis_url)
+        result = DemoResult(folder, f"an embedded Redis-protocol server at {redis_url}")
+        status.print(f"tracehook demo: {result.backend}; spans and logs in {folder}", soft_wrap=True)
         cleanup.callback(stop, processes)
         cleanup.enter_context(_stopped_by_sigterm())
         with _progress(status) as progress:

@@ -142,7 +142,7 @@ def _broker_finding(env: Mapping[str, str], redis_url: str, timeout_s: float) ->
         config = celery_config(env)
     except SettingsError as exc:
         return Finding("broker", "fail", str(exc), "fix CELERY_BROKER_URL, or unset it to use Redis")
-    url = str(config.get("broker_write_url") or config["broker_url"])
+    url = str(config["broker_url"])
     if url == redis_url:
         return None  # the Redis check covered it
     try:

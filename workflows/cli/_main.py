@@ -183,9 +183,9 @@ def _add_demo(commands: Any) -> None:
         "demo",
         help="run sandbox, intake and worker locally, send the sample webhooks, print their traces",
         description="The main job without Docker: starts the RentVine sandbox, the intake and a prefork "
-        "worker as local processes (Redis when one answers at REDIS_URL, else Celery's filesystem transport "
-        "and a SQLite file), sends the sample webhooks, prints each trace as a tree with its log lines, and "
-        "stops everything it started. Spans and logs stay in the demo's folder.",
+        "worker as local processes, with a Redis-protocol server of its own (in memory, in the demo's "
+        "process), sends the sample webhooks, prints each trace as a tree with its log lines, and stops "
+        "everything it started. Spans and logs stay in the demo's folder.",
     )
     demo.add_argument(
         "--events",
