@@ -85,7 +85,12 @@ def producer_app(settings: QueueSettings | Mapping[str, str] | None = None) -> A
     config = celery_config(settings)
     # A producer answering a sender must fail fast when the broker is down (the sender retries), not
     # let kombu retry the connection for seconds per request; workers keep their patient defaults.
-    config["broker_transport_options"] = {**config["broker_transport_options"], "max_retries": 0}
+    transport = {**config["broker_transport_options"], "max_retries": 0}
+    if config["broker_url"].startswith(("redis://", "rediss://", "redis+socket://")):
+        # kombu's Redis client waits forever on a stalled server by default; the intake publishes on
+        # its event loop while the broker is quick (workflows._offload), so a stall holds it 2 s at most.
+        transport["socket_timeout"] = 2
+    config["broker_transport_options"] = transport
     config["broker_connection_timeout"] = 2
     app.conf.update(config)
     instrument_celery(app, configure_worker=False)

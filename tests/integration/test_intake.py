@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -77,6 +79,52 @@ def dead_redis() -> redis.Redis[bytes]:
         socket_timeout=1,
         retry=Retry(NoBackoff(), 0),
     )
+
+
+class BlackHoleProxy:
+    """A TCP proxy in front of the test's Redis that can stop answering: while stopped, what clients send
+    is dropped, as a network partition or a hung server would leave it."""
+
+    def __init__(self) -> None:
+        target = redis.Redis.from_url(REDIS_URL).connection_pool.connection_kwargs
+        self._target = (target.get("host", "127.0.0.1"), int(target.get("port", 6379)))
+        self.forwarding = threading.Event()
+        self.forwarding.set()
+        self.dropped = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if self.forwarding.is_set():
+                    sink.sendall(chunk)
+                else:
+                    self.dropped += 1
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._server.close()
+        for sock in self._sockets:
+            sock.close()
 
 
 def tracing_settings(**changes: Any) -> TracingSettings:
@@ -1024,6 +1072,60 @@ class TestHealth:
         dead.close()
         assert 503 == response.status_code
         assert "redis_unavailable" == response.json()["error"]
+
+
+class TestStalledStore:
+    """The store's and broker's calls run on the event loop while they answer quickly (a thread hop per
+    webhook costs about as much CPU as a bare enqueue). A store that stops answering stalls the loop once,
+    for at most its socket timeout; its calls then wait in worker threads, and the loop goes on answering,
+    until the store has answered quickly again."""
+
+    TIMEOUT_S = 1.5
+
+    async def test_stall_moves_calls_off_the_loop_and_back(
+        self, webhooks: Callable[..., Webhooks], build: Callable[..., FastAPI]
+    ) -> None:
+        proxy = BlackHoleProxy()
+        store = redis.Redis(
+            host="127.0.0.1",
+            port=proxy.port,
+            socket_timeout=self.TIMEOUT_S,
+            socket_connect_timeout=self.TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            app = build(store=store)
+            offload = app.state.intake._offload
+            offload.recover_calls, offload.recover_s = 2, 0.0
+            hooks = webhooks(app)
+            assert 202 == (await hooks.post(hooks.event())).status_code
+            assert not offload.offloaded
+
+            proxy.forwarding.clear()
+            started = time.monotonic()
+            first = await hooks.post(hooks.event())
+            assert "store_unavailable" == first.json()["error"]
+            assert time.monotonic() - started < self.TIMEOUT_S + 1.0  # the one stall, bounded
+            assert offload.offloaded
+
+            dropped = proxy.dropped
+            waiting = asyncio.create_task(hooks.post(hooks.event()))
+            deadline = time.monotonic() + 10
+            while proxy.dropped == dropped:  # the webhook is waiting on the stalled store, in a thread
+                assert time.monotonic() < deadline, "the webhook never reached the store"
+                await asyncio.sleep(0.01)
+            health = await hooks.client.get("/healthz")
+            assert 200 == health.status_code
+            assert not waiting.done()  # answered while the webhook still waited: the loop was free
+            assert "store_unavailable" == (await waiting).json()["error"]
+
+            proxy.forwarding.set()
+            for _ in range(2):
+                assert 202 == (await hooks.post(hooks.event())).status_code
+            assert not offload.offloaded
+        finally:
+            store.close()
+            proxy.close()
 
 
 class TestStartup:
