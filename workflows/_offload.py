@@ -53,7 +53,9 @@ class Offload:
     duration back to it).
     """
 
-    slow_s: float = 0.1
+    # A call on the loop takes 1 to 3 ms (three Redis round trips); on a 2-core machine under full load one
+    # took 120 ms now and then (the process descheduled), which is no reason to leave the loop.
+    slow_s: float = 0.25
     recover_calls: int = 100
     recover_s: float = 10.0
     threads: int = _THREADS
