@@ -71,13 +71,15 @@ PENDING_TTL_S: Final = 30
 RETRY_AFTER_S: Final = "5"
 _DEDUPE_PREFIX: Final = "tracehook:dedupe:"
 _PENDING: Final = "tracehook:pending"
-_UNAVAILABLE: Final = (b'"store_unavailable"', b'"broker_unavailable"')
+_UNAVAILABLE: Final = frozenset({"store_unavailable", "broker_unavailable"})
 
 log = structlog.get_logger("workflows.intake")
 _root_span: contextvars.ContextVar[SpanContext] = contextvars.ContextVar("tracehook_intake_root_span")
 # The request's receipt (time.time_ns() when handle() starts): the root span's start, and the task's
 # received_at, from which the worker measures receipt → done (workflows.objective).
 _received_ns: contextvars.ContextVar[int] = contextvars.ContextVar("tracehook_intake_received_ns")
+# Set when the store or the broker could not be reached: the call then counts as failed (workflows._offload).
+_unreachable: contextvars.ContextVar[bool] = contextvars.ContextVar("tracehook_intake_unreachable")
 
 
 def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -87,11 +89,6 @@ def _error(status: int, code: str, detail: str, headers: dict[str, str] | None =
 def _received_at() -> float:
     """The request's receipt in seconds since the epoch (the task's ``received_at``)."""
     return _received_ns.get(time.time_ns()) / 1e9
-
-
-def _store_or_broker_failed(response: JSONResponse) -> bool:
-    """The answer says the store or the broker could not be reached."""
-    return response.status_code == 503 and any(code in response.body for code in _UNAVAILABLE)
 
 
 class _TooLargeError(Exception):
@@ -201,7 +198,8 @@ class Intake:
                 event_type=event_type if isinstance(event_type, str) else "",
             )
         return await self._offload.run(
-            lambda: ctx.run(self._accept, event, payload, headers), _store_or_broker_failed
+            lambda: ctx.run(self._accept, event, payload, headers),
+            lambda _: ctx.get(_unreachable, False),
         )
 
     def _claim(self, event: WebhookEvent, headers: dict[str, str]) -> _Claim:
@@ -272,6 +270,8 @@ class Intake:
 
     def _retry_later(self, code: str, detail: str, event: WebhookEvent) -> JSONResponse:
         """503 + Retry-After: nothing was kept, so the sender's retry of the same webhook goes through."""
+        if code in _UNAVAILABLE:
+            _unreachable.set(True)
         return self.reject(
             503,
             code,

@@ -1082,6 +1082,20 @@ class TestStalledStore:
 
     TIMEOUT_S = 1.5
 
+    async def test_a_store_that_refuses_moves_calls_off_the_loop(
+        self, webhooks: Callable[..., Webhooks], build: Callable[..., FastAPI]
+    ) -> None:
+        """A refusal is quick, yet the store is in trouble: the next calls wait in threads, not on the loop."""
+        dead = dead_redis()
+        app = build(store=dead)
+        hooks = webhooks(app)
+
+        response = await hooks.post(hooks.event())
+
+        dead.close()
+        assert "store_unavailable" == response.json()["error"]
+        assert app.state.intake._offload.offloaded
+
     async def test_stall_moves_calls_off_the_loop_and_back(
         self, webhooks: Callable[..., Webhooks], build: Callable[..., FastAPI]
     ) -> None:
