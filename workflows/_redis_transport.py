@@ -7,6 +7,12 @@ ack in a worker's main process, for no benefit — every such client draws its c
 pool. This channel keeps one client per pool and hands it out instead; commands, pipelines and the pool
 behave as before (a redis-py client is thread-safe; each command takes its own connection from the pool).
 
+It also writes the intake's dedupe confirmation with the task it publishes, where the dedupe store is
+the broker's Redis: a message whose headers carry ``workflows.queue.CONFIRM_HEADER`` (key, value,
+seconds to live) is pushed and the key set in one ``MULTI``/``EXEC``, one round trip instead of two, and
+the task is never queued without its confirmation nor the reverse. The header is removed before the
+message is written, so no worker sees it.
+
 ``workflows.queue.celery_config`` selects it for ``redis://`` brokers (``broker_transport``).
 """
 
@@ -18,7 +24,19 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from workflows.queue import CONFIRM_HEADER
+
 __all__ = ["Channel", "Transport"]
+
+
+class _Commands:
+    """Collects the Redis commands kombu's ``_put`` would send, as a publish batch does."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, tuple[Any, ...]]] = []
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, args))
 
 
 class Channel(kombu_redis.Channel):
@@ -36,6 +54,28 @@ class Channel(kombu_redis.Channel):
         if shared is None or shared.connection_pool is not self.pool:
             shared = self._shared_client = self._create_client()  # type: ignore[no-untyped-call]
         yield shared
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """Deliver the message; with a dedupe confirmation in its headers, set that key in the same
+        transaction."""
+        confirm = (message.get("headers") or {}).pop(CONFIRM_HEADER, None)
+        if confirm is None:
+            super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+            return
+        key, value, ttl_s = confirm
+        batch = kwargs.pop("_publish_batch", None)
+        if batch is not None:  # a producer's publish batch: its pipeline sends both
+            super()._put(queue, message, _publish_batch=batch, **kwargs)  # type: ignore[no-untyped-call]
+            batch.add("set", key, value, ttl_s)
+            return
+        # kombu's own routing (priority queue, expiry) hands its commands to the collector.
+        commands = _Commands()
+        super()._put(queue, message, _publish_batch=commands, **kwargs)  # type: ignore[no-untyped-call]
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            for name, args in commands.commands:
+                getattr(pipe, name)(*args)
+            pipe.set(key, value, ex=ttl_s)
+            pipe.execute()
 
 
 class Transport(kombu_redis.Transport):

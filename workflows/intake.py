@@ -58,7 +58,7 @@ from workflows.metrics import (
     outcome_of,
     start_intake_counters,
 )
-from workflows.queue import TASK_NAME, Publisher, producer_app
+from workflows.queue import CONFIRM_HEADER, REDIS_TRANSPORT, TASK_NAME, Publisher, producer_app
 from workflows.settings import AppSettings, load_app_settings
 from workflows.signing import SignatureError, StandardWebhooksVerifier, Verifier
 from workflows.store import KeyValueStore, open_store
@@ -125,12 +125,21 @@ class Intake:
     """The intake's collaborators: verifier, dedupe store, publisher. Injectable for tests."""
 
     def __init__(
-        self, settings: AppSettings, verifier: Verifier | None, store: KeyValueStore, publisher: Publisher
+        self,
+        settings: AppSettings,
+        verifier: Verifier | None,
+        store: KeyValueStore,
+        publisher: Publisher,
+        *,
+        confirm_in_publish: bool = False,
     ) -> None:
         self.settings = settings
         self.verifier = verifier
         self.store = store
         self.publisher = publisher
+        # The store is the broker's Redis and the broker's transport is REDIS_TRANSPORT: the dedupe key is
+        # confirmed in the publish's own transaction, not by a round trip after it.
+        self.confirm_in_publish = confirm_in_publish
         self._offload = Offload()
 
     def reject(
@@ -292,8 +301,9 @@ class Intake:
             count(WEBHOOKS_RECEIVED, 1, {"event_type": event_type_label(event.type), "outcome": "duplicate"})
             log.info("webhook.accepted", outcome="duplicate", event_id=event.id, event_type=event.type)
             return JSONResponse({"status": "duplicate", "event_id": event.id}, status_code=200)
+        confirm = [claim.key, event.id, DEDUPE_TTL_S] if self.confirm_in_publish else None
         try:
-            task_id = self._publish(event, payload, priority)
+            task_id = self._publish(event, payload, priority, confirm)
         except Exception as exc:
             # Nothing was queued: release the key so the sender's retry goes through.
             try:
@@ -303,7 +313,8 @@ class Intake:
             trace.get_current_span().record_exception(exc)
             return self._retry_later("broker_unavailable", "the queue cannot be reached", event)
         try:
-            self.store.set(claim.key, event.id, ex=DEDUPE_TTL_S)
+            if confirm is None:
+                self.store.set(claim.key, event.id, ex=DEDUPE_TTL_S)
         except redis.RedisError:
             # Queued all the same: answer 202. The pending claim expires, after which a new delivery of
             # this id would be queued again; its steps are idempotent per event id.
@@ -322,8 +333,11 @@ class Intake:
             status_code=202,
         )
 
-    def _publish(self, event: WebhookEvent, payload: dict[str, Any], priority: str) -> str:
-        """Publish the workflow's task with the event in the baggage; its task id."""
+    def _publish(
+        self, event: WebhookEvent, payload: dict[str, Any], priority: str, confirm: list[Any] | None
+    ) -> str:
+        """Publish the workflow's task with the event in the baggage; its task id. ``confirm``, when
+        given, is the dedupe key the broker's transport sets with the push (``CONFIRM_HEADER``)."""
         ctx = baggage.set_baggage("event_id", event.id)
         ctx = baggage.set_baggage("event_type", event.type, ctx)
         token = otel_context.attach(ctx)
@@ -337,6 +351,7 @@ class Intake:
                 ignore_result=True,
                 argsrepr="()",
                 kwargsrepr=f"{{'event': <{event.type} {event.id}>}}",
+                **({"headers": {CONFIRM_HEADER: confirm}} if confirm is not None else {}),
             )
         finally:
             otel_context.detach(token)
@@ -350,6 +365,7 @@ def create_app(
     store: KeyValueStore | None = None,
     publisher: Publisher | None = None,
     configure: bool = True,
+    confirm_in_publish: bool | None = None,
 ) -> FastAPI:
     """Build the intake app.
 
@@ -359,6 +375,9 @@ def create_app(
         store: the Redis client for dedupe and source correlation; from REDIS_URL when omitted.
         publisher: the Celery app that publishes; a producer app for CELERY_BROKER_URL when omitted.
         configure: set up tracing and logging for this process.
+        confirm_in_publish: confirm the dedupe key in the publish's own transaction (one round trip
+            less), where the broker is the store's Redis through ``REDIS_TRANSPORT``; by default, when
+            this function builds both the store and the publisher from the settings.
 
     Raises:
         SettingsError: no WEBHOOK_SECRET and WEBHOOK_ALLOW_UNSIGNED is not true, or a bad setting.
@@ -372,12 +391,22 @@ def create_app(
         configure_logging(settings.tracing)
         configure_metrics(settings.tracing)
     start_intake_counters()
+    if confirm_in_publish is None:
+        confirm_in_publish = store is None and publisher is None
     # No retries with backoff: a Redis that is down must give the sender a quick 503, not hold a thread.
     store = store or open_store(
         settings.redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
     )
     publisher = publisher or producer_app()
-    intake = Intake(settings, verifier, store, publisher)
+    conf = getattr(publisher, "conf", None)
+    # Only where the transport is ours (it removes the header and sets the key) and its Redis is the store's.
+    confirm_in_publish = (
+        confirm_in_publish
+        and conf is not None
+        and conf.broker_transport == REDIS_TRANSPORT
+        and conf.broker_url == settings.redis_url
+    )
+    intake = Intake(settings, verifier, store, publisher, confirm_in_publish=confirm_in_publish)
 
     # FastAPI's own telemetry would open a root span above ours, before the event is classified.
     @contextlib.asynccontextmanager

@@ -7,12 +7,14 @@ The intake publishes ``process_webhook_event`` by name, so it needs the broker b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from tracing import instrument_celery
 from workflows.settings import QueueSettings, load_queue_settings
 
 __all__ = [
+    "CONFIRM_HEADER",
+    "REDIS_TRANSPORT",
     "TASK_NAME",
     "Publisher",
     "celery_config",
@@ -20,6 +22,11 @@ __all__ = [
 ]
 
 TASK_NAME = "process_webhook_event"
+# kombu's Redis transport with one client per channel, and the intake's confirmation in its publish.
+REDIS_TRANSPORT: Final = "workflows._redis_transport:Transport"
+# A task header REDIS_TRANSPORT removes before writing the message: [key, value, seconds to live] of a
+# dedupe key to set in the same transaction as the push.
+CONFIRM_HEADER: Final = "tracehook-dedupe-confirm"
 
 
 class Publisher(Protocol):
@@ -54,7 +61,7 @@ def celery_config(settings: QueueSettings | Mapping[str, str] | None = None) -> 
     urls: dict[str, str] = {}
     if broker.startswith("redis://"):
         # kombu's Redis transport with one redis-py client per channel, not one per publish or ack.
-        urls["broker_transport"] = "workflows._redis_transport:Transport"
+        urls["broker_transport"] = REDIS_TRANSPORT
     return {
         "broker_url": broker,
         **urls,

@@ -43,7 +43,7 @@ from tracing.settings import SettingsError
 from workflows.correlation import ENTITY_KEYS
 from workflows.events import FIXTURES, load_fixture
 from workflows.intake import ROUTE, create_app
-from workflows.queue import TASK_NAME, producer_app
+from workflows.queue import CONFIRM_HEADER, TASK_NAME, producer_app
 from workflows.settings import AppSettings
 from workflows.signing import decode_secret, new_secret, sign, signed_headers
 
@@ -271,6 +271,7 @@ def build(store: redis.Redis[bytes], publisher: Any, secret: str) -> Callable[..
         allow_unsigned: bool = False,
         publisher: Any = publisher,
         store: Any = store,
+        confirm_in_publish: bool | None = None,
     ) -> FastAPI:
         app_settings = AppSettings(
             tracing=tracing_settings(),
@@ -279,7 +280,13 @@ def build(store: redis.Redis[bytes], publisher: Any, secret: str) -> Callable[..
             allow_unsigned=allow_unsigned,
             max_bytes=max_bytes,
         )
-        return create_app(app_settings, store=store, publisher=publisher, configure=False)
+        return create_app(
+            app_settings,
+            store=store,
+            publisher=publisher,
+            configure=False,
+            confirm_in_publish=confirm_in_publish,
+        )
 
     return build_app
 
@@ -1072,6 +1079,98 @@ class TestHealth:
         dead.close()
         assert 503 == response.status_code
         assert "redis_unavailable" == response.json()["error"]
+
+
+class TestConfirmInPublish:
+    """Where the dedupe store is the broker's Redis, the key is confirmed in the push's own transaction."""
+
+    async def test_key_confirmed_and_header_gone(
+        self,
+        webhooks: Callable[..., Webhooks],
+        build: Callable[..., FastAPI],
+        store: redis.Redis[bytes],
+        queue: str,
+    ) -> None:
+        app = build(confirm_in_publish=True)
+        hooks = webhooks(app)
+        msg_id = f"msg_test_{uuid.uuid4().hex}"
+        event = hooks.event()
+
+        response = await hooks.post(event, msg_id=msg_id)
+
+        assert app.state.intake.confirm_in_publish
+        assert 202 == response.status_code, response.text
+        assert event["id"].encode() == store.get(DEDUPE_PREFIX + msg_id)
+        assert 23 * 3600 < store.ttl(DEDUPE_PREFIX + msg_id) <= 24 * 3600
+        (message,) = queued(store, queue)
+        assert CONFIRM_HEADER not in message["headers"]
+        assert event["id"] == task_kwargs(message)["event"]["id"]
+
+    async def test_push_and_confirm_in_one_transaction(
+        self,
+        webhooks: Callable[..., Webhooks],
+        build: Callable[..., FastAPI],
+        store: redis.Redis[bytes],
+        queue: str,
+    ) -> None:
+        """Redis's MONITOR sees, from one connection: MULTI, the push to the queue, the key's SET, EXEC."""
+        hooks = webhooks(build(confirm_in_publish=True))
+        msg_id = f"msg_test_{uuid.uuid4().hex}"
+        key = DEDUPE_PREFIX + msg_id
+        seen: list[tuple[str, str]] = []
+        monitor_client = redis.Redis.from_url(REDIS_URL)
+        done = threading.Event()
+
+        def watch() -> None:
+            with monitor_client.monitor() as monitor:
+                started.set()
+                while not done.is_set():
+                    command = monitor.next_command()
+                    seen.append(
+                        (command["client_address"] + ":" + command["client_port"], command["command"])
+                    )
+                    who = seen[-1][0]
+                    if command["command"] == "EXEC" and any(
+                        w == who and c.startswith("LPUSH ") for w, c in seen
+                    ):
+                        return
+
+        started = threading.Event()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        assert started.wait(10)
+        response = await hooks.post(hooks.event(), msg_id=msg_id)
+        watcher.join(10)
+        done.set()
+        monitor_client.close()
+
+        assert 202 == response.status_code, response.text
+        # The claim's SET (pending) comes from the store's connection, the confirmation's from the broker's.
+        (client,) = {
+            who
+            for who, command in seen
+            if key in command and command.startswith("SET ") and "pending" not in command
+        }
+        mine = [command.split(" ", 1)[0] for who, command in seen if who == client]
+        assert ["MULTI", "LPUSH", "SET", "EXEC"] == mine[-4:], mine
+        assert any(w == client and c.startswith(f"LPUSH {queue} ") for w, c in seen)
+
+    def test_on_by_default_where_the_broker_is_the_store(
+        self, monkeypatch: pytest.MonkeyPatch, secret: str, queue: str
+    ) -> None:
+        monkeypatch.setenv("REDIS_URL", REDIS_URL)
+        monkeypatch.setenv("CELERY_DEFAULT_QUEUE", queue)
+        monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+        settings = AppSettings(tracing=tracing_settings(), redis_url=REDIS_URL, webhook_secrets=(secret,))
+
+        same = create_app(settings, configure=False).state.intake
+        monkeypatch.setenv("CELERY_BROKER_URL", REDIS_URL.rsplit("/", 1)[0] + "/15")
+        other = create_app(settings, configure=False).state.intake
+
+        assert (True, False) == (same.confirm_in_publish, other.confirm_in_publish)
+        for intake in (same, other):
+            close_publisher(intake.publisher)
+            intake.store.close()
 
 
 class TestStalledStore:
