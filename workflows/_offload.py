@@ -67,20 +67,16 @@ class Offload:
 
     async def run(self, func: Callable[[], T], failed: Callable[[T], bool]) -> T:
         """``func()``'s result; ``failed(result)`` says whether the store or broker failed it."""
-        if not self.offloaded:
-            try:
-                timed = _timed(func)
-            except BaseException:
-                self._bad("raised")
-                raise
-        else:
-            if self._limiter is None:
-                self._limiter = anyio.CapacityLimiter(self.threads)
-            try:
+        try:
+            if self.offloaded:
+                if self._limiter is None:
+                    self._limiter = anyio.CapacityLimiter(self.threads)
                 timed = await anyio.to_thread.run_sync(_timed, func, limiter=self._limiter)
-            except BaseException:
-                self._bad("raised")
-                raise
+            else:
+                timed = _timed(func)
+        except Exception:  # not a cancelled request: that says nothing of the store or broker
+            self._bad("raised")
+            raise
         if failed(timed.result):
             self._bad("failed")
         elif timed.elapsed > self.slow_s:

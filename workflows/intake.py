@@ -312,13 +312,13 @@ class Intake:
                 log.warning("webhook.dedupe_release_failed", event_id=event.id)
             trace.get_current_span().record_exception(exc)
             return self._retry_later("broker_unavailable", "the queue cannot be reached", event)
-        try:
-            if confirm is None:
+        if confirm is None:  # not confirmed with the push: a command of its own
+            try:
                 self.store.set(claim.key, event.id, ex=DEDUPE_TTL_S)
-        except redis.RedisError:
-            # Queued all the same: answer 202. The pending claim expires, after which a new delivery of
-            # this id would be queued again; its steps are idempotent per event id.
-            log.warning("webhook.dedupe_confirm_failed", event_id=event.id)
+            except redis.RedisError:
+                # Queued all the same: answer 202. The pending claim expires, after which a new delivery
+                # of this id would be queued again; its steps are idempotent per event id.
+                log.warning("webhook.dedupe_confirm_failed", event_id=event.id)
         count(WEBHOOKS_RECEIVED, 1, {"event_type": event_type_label(event.type), "outcome": "queued"})
         log.info(
             "webhook.accepted",

@@ -1219,7 +1219,7 @@ class TestStalledStore:
             started = time.monotonic()
             first = await hooks.post(hooks.event())
             assert "store_unavailable" == first.json()["error"]
-            assert time.monotonic() - started < self.TIMEOUT_S + 1.0  # the one stall, bounded
+            assert time.monotonic() - started < 3 * self.TIMEOUT_S  # the one stall, bounded
             assert offload.offloaded
 
             dropped = proxy.dropped
