@@ -9,8 +9,9 @@ behave as before (a redis-py client is thread-safe; each command takes its own c
 
 It also writes the intake's dedupe confirmation with the task it publishes, where the dedupe store is
 the broker's Redis: a message whose headers carry ``workflows.queue.CONFIRM_HEADER`` (key, value,
-seconds to live) is pushed and the key set in one ``MULTI``/``EXEC``, one round trip instead of two, and
-the task is never queued without its confirmation nor the reverse. The header is removed before the
+seconds to live) is pushed and the key set by one Lua script (a ``MULTI``/``EXEC`` where kombu adds
+commands of its own, as for a queue with an expiry), one round trip instead of two, and the task is never
+queued without its confirmation nor the reverse. The header is removed before the
 message is written, so no worker sees it.
 
 ``workflows.queue.celery_config`` selects it for ``redis://`` brokers (``broker_transport``).
@@ -25,8 +26,14 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 
 from workflows.queue import CONFIRM_HEADER
+from workflows.store import StoreScript
 
 __all__ = ["Channel", "Transport"]
+
+# The push (KEYS[1], ARGV[1]) and the dedupe key's confirmation (KEYS[2] = ARGV[2] for ARGV[3] seconds).
+_PUSH_AND_CONFIRM = StoreScript(
+    "redis.call('LPUSH', KEYS[1], ARGV[1])\nredis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])\nreturn 1\n"
+)
 
 
 class _Commands:
@@ -56,8 +63,8 @@ class Channel(kombu_redis.Channel):
         yield shared
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        """Deliver the message; with a dedupe confirmation in its headers, set that key in the same
-        transaction."""
+        """Deliver the message; with a dedupe confirmation in its headers, set that key atomically with the
+        push."""
         confirm = (message.get("headers") or {}).pop(CONFIRM_HEADER, None)
         if confirm is None:
             super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
@@ -71,11 +78,16 @@ class Channel(kombu_redis.Channel):
         # kombu's own routing (priority queue, expiry) hands its commands to the collector.
         commands = _Commands()
         super()._put(queue, message, _publish_batch=commands, **kwargs)  # type: ignore[no-untyped-call]
-        with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            for name, args in commands.commands:
-                getattr(pipe, name)(*args)
-            pipe.set(key, value, ex=ttl_s)
-            pipe.execute()
+        with self.conn_or_acquire() as client:
+            match commands.commands:
+                case [("lpush", (list_key, body))]:
+                    _PUSH_AND_CONFIRM(client, [list_key, key], [body, value, ttl_s])
+                case _:
+                    with client.pipeline() as pipe:
+                        for name, args in commands.commands:
+                            getattr(pipe, name)(*args)
+                        pipe.set(key, value, ex=ttl_s)
+                        pipe.execute()
 
 
 class Transport(kombu_redis.Transport):

@@ -61,7 +61,7 @@ from workflows.metrics import (
 from workflows.queue import CONFIRM_HEADER, REDIS_TRANSPORT, TASK_NAME, Publisher, producer_app
 from workflows.settings import AppSettings, load_app_settings
 from workflows.signing import SignatureError, StandardWebhooksVerifier, Verifier
-from workflows.store import KeyValueStore, open_store
+from workflows.store import KeyValueStore, StoreScript, open_store
 
 __all__ = ["DEDUPE_TTL_S", "PENDING_TTL_S", "ROUTE", "create_app"]
 
@@ -72,6 +72,14 @@ RETRY_AFTER_S: Final = "5"
 _DEDUPE_PREFIX: Final = "tracehook:dedupe:"
 _PENDING: Final = "tracehook:pending"
 _UNAVAILABLE: Final = frozenset({"store_unavailable", "broker_unavailable"})
+# The claim, atomically: the webhook id's key (KEYS[1]) set to pending (ARGV[1]) for ARGV[2] seconds unless
+# it exists; the key's state; the values of the source keys (KEYS[2...]), if any.
+_CLAIM: Final = StoreScript(
+    "local fresh = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])\n"
+    "local found = {}\n"
+    "if #KEYS > 1 then found = redis.call('MGET', unpack(KEYS, 2)) end\n"
+    "return {fresh and 1 or 0, redis.call('GET', KEYS[1]), found}\n"
+)
 
 log = structlog.get_logger("workflows.intake")
 _root_span: contextvars.ContextVar[SpanContext] = contextvars.ContextVar("tracehook_intake_root_span")
@@ -219,19 +227,13 @@ class Intake:
         try:
             # Before the root span exists: a Redis span here would be a trace of its own.
             with suppress_instrumentation():
-                pipe = self.store.pipeline()
-                if sources:
-                    pipe.mget(sources)
                 # Claimed as pending until the task is queued: an intake that dies (or loses Redis) between
                 # the claim and the publish must not leave a key that answers the sender's retry
                 # "duplicate" for an event that was never queued. A pending key expires on its own.
-                pipe.set(key, _PENDING, nx=True, ex=PENDING_TTL_S)
-                pipe.get(key)
-                results = pipe.execute()
+                fresh, state, found = _CLAIM(self.store, [key, *sources], [_PENDING, PENDING_TTL_S])
         except redis.RedisError:
             return _Claim(key, reachable=False)
-        fresh, state = results[-2], results[-1]
-        return _Claim(key, bool(fresh), state, source_from(results[0]) if sources else None)
+        return _Claim(key, bool(fresh), state, source_from(found) if found else None)
 
     def _links(self, headers: dict[str, str], claim: _Claim) -> tuple[list[Link], dict[str, str] | None]:
         links: list[Link] = []

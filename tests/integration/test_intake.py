@@ -1113,7 +1113,8 @@ class TestConfirmInPublish:
         store: redis.Redis[bytes],
         queue: str,
     ) -> None:
-        """Redis's MONITOR sees, from one connection: MULTI, the push to the queue, the key's SET, EXEC."""
+        """Redis's MONITOR sees one script call from a client, naming the queue and the key, and, run by
+        that script, the push to the queue and the key's SET, nothing in between (a script is atomic)."""
         hooks = webhooks(build(confirm_in_publish=True))
         msg_id = f"msg_test_{uuid.uuid4().hex}"
         key = DEDUPE_PREFIX + msg_id
@@ -1121,18 +1122,16 @@ class TestConfirmInPublish:
         monitor_client = redis.Redis.from_url(REDIS_URL)
         done = threading.Event()
 
+        def confirms(command: str) -> bool:
+            return command.startswith(f"SET {key} ") and "pending" not in command
+
         def watch() -> None:
             with monitor_client.monitor() as monitor:
                 started.set()
                 while not done.is_set():
                     command = monitor.next_command()
-                    seen.append(
-                        (command["client_address"] + ":" + command["client_port"], command["command"])
-                    )
-                    who = seen[-1][0]
-                    if command["command"] == "EXEC" and any(
-                        w == who and c.startswith("LPUSH ") for w, c in seen
-                    ):
+                    seen.append((command["client_address"], command["command"]))
+                    if confirms(command["command"]):
                         return
 
         started = threading.Event()
@@ -1145,15 +1144,14 @@ class TestConfirmInPublish:
         monitor_client.close()
 
         assert 202 == response.status_code, response.text
-        # The claim's SET (pending) comes from the store's connection, the confirmation's from the broker's.
-        (client,) = {
-            who
-            for who, command in seen
-            if key in command and command.startswith("SET ") and "pending" not in command
-        }
-        mine = [command.split(" ", 1)[0] for who, command in seen if who == client]
-        assert ["MULTI", "LPUSH", "SET", "EXEC"] == mine[-4:], mine
-        assert any(w == client and c.startswith(f"LPUSH {queue} ") for w, c in seen)
+        # The claim (pending) is a script too: the confirmation is the SET without "pending".
+        assert confirms(seen[-1][1]), seen
+        (caller, call), (pusher, push), (setter, _) = seen[-3:]
+        assert ("lua", "lua") == (pusher, setter), seen
+        assert push.startswith(f"LPUSH {queue} "), seen
+        assert caller != "lua", seen
+        assert call.startswith("EVALSHA "), seen
+        assert f" {queue} {key} " in call, seen
 
     def test_on_by_default_where_the_broker_is_the_store(
         self, monkeypatch: pytest.MonkeyPatch, secret: str, queue: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -11,7 +12,7 @@ from kombu import Connection, Exchange, Queue
 
 from tests.integration.conftest import REDIS_URL
 from workflows._redis_transport import Transport
-from workflows.queue import celery_config, producer_app
+from workflows.queue import CONFIRM_HEADER, celery_config, producer_app
 
 
 @pytest.fixture
@@ -75,3 +76,34 @@ class TestRedisTransport:
             queue(connection.default_channel).delete()
         assert list(range(20)) == got
         assert 0 == redis.Redis.from_url(REDIS_URL).hlen(unacked)
+
+    @pytest.mark.parametrize("expires_s", [None, 60])
+    def test_confirmation_goes_with_the_push(self, expires_s: int | None) -> None:
+        """A message carrying ``CONFIRM_HEADER`` is queued without it and its key set for its seconds: by
+        one script, or, for a queue with an expiry (kombu adds its PEXPIREs), in one MULTI/EXEC."""
+        name = f"test-transport-{uuid.uuid4().hex[:8]}"
+        key = f"{name}:confirm"
+        exchange = Exchange(name, type="direct")
+        queue = Queue(name, exchange, routing_key=name, expires=expires_s)
+        store = redis.Redis.from_url(REDIS_URL)
+        try:
+            with Connection(REDIS_URL, transport=Transport) as connection:
+                connection.Producer(serializer="json").publish(
+                    {"i": 1},
+                    exchange=exchange,
+                    routing_key=name,
+                    declare=[queue],
+                    headers={CONFIRM_HEADER: [key, "evt_1", 600], "kept": "yes"},
+                )
+            assert b"evt_1" == store.get(key)
+            assert 590 < store.ttl(key) <= 600
+            (raw,) = store.lrange(name, 0, -1)
+            headers = json.loads(raw)["headers"]
+            assert CONFIRM_HEADER not in headers
+            assert "yes" == headers["kept"]
+            if expires_s is None:
+                assert -1 == store.pttl(name)
+            else:
+                assert 0 < store.pttl(name) <= expires_s * 1000
+        finally:
+            store.delete(name, key)
