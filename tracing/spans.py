@@ -76,6 +76,9 @@ def _tracer(tracer: Tracer | None) -> Tracer:
     return cached if cached is not None else _tracers.put(provider, provider.get_tracer(INSTRUMENTATION_NAME))
 
 
+_PRIMITIVES: Final = frozenset({str, bool, int, float})
+
+
 def flatten_attributes(attributes: Mapping[str, Any], prefix: str = "") -> dict[str, AttributeValue]:
     """Flatten nested mappings into dotted keys and coerce values to what a span attribute can hold.
 
@@ -85,6 +88,9 @@ def flatten_attributes(attributes: Mapping[str, Any], prefix: str = "") -> dict[
     flat: dict[str, AttributeValue] = {}
     for key, value in attributes.items():
         name = f"{prefix}{key}"
+        if type(value) in _PRIMITIVES:  # the common case, before any ABC check (a log line's fields)
+            flat[name] = value
+            continue
         if value is None:
             continue
         if isinstance(value, Mapping):
