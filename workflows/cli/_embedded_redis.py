@@ -1,9 +1,9 @@
 """A Redis-protocol server inside this process, for runs without a Redis (``tracehook demo``).
 
 fakeredis's ``TcpFakeServer`` speaks the Redis protocol over TCP, Lua scripts included (kombu's mutex
-needs them): Celery's Redis transport, the intake's dedupe pipeline, the source map and the dead-letter
-list use it as they use Redis in production, so the path a newcomer sees is the production one. Its data
-lives in this process's memory and goes with it.
+and the intake's dedupe need them): Celery's Redis transport, the intake's dedupe, the source map and
+the dead-letter list use it as they use Redis in production, so the path a newcomer sees is the
+production one. Its data lives in this process's memory and goes with it.
 """
 
 from __future__ import annotations
