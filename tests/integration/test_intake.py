@@ -791,6 +791,7 @@ class TestBrokerUnavailable:
         assert 0 == store.exists(DEDUPE_PREFIX + msg_id)
         root = by_name(span_exporter.get_finished_spans(), "webhook.lease.expiring")
         assert StatusCode.ERROR == root.status.status_code
+        assert "broker_unavailable" == root.attributes["webhook.outcome"]
 
         retried = await up.post(event, msg_id=msg_id)
 
@@ -960,9 +961,10 @@ class TestSampling:
 
 
 class TestLogs:
-    """``webhook.accepted`` is logged inside the root span; every refusal logs ``webhook.rejected``."""
+    """``webhook.accepted`` is logged with the root span's ids, which has its outcome as an attribute; every
+    refusal logs ``webhook.rejected``."""
 
-    async def test_accepted_inside_root_span(
+    async def test_accepted_with_the_root_span(
         self,
         webhooks: Callable[..., Webhooks],
         span_exporter: InMemorySpanExporter,
@@ -983,11 +985,17 @@ class TestLogs:
         assert response.json()["trace_id"] == line["trace_id"]
         assert format(root.context.trace_id, "032x") == line["trace_id"]
         assert format(root.context.span_id, "016x") == line["span_id"]
-        assert "webhook.accepted" in [e.name for e in root.events]
+        assert "queued" == root.attributes["webhook.outcome"]
+        # The span has the line's facts as attributes: no span event repeats them.
+        assert "webhook.accepted" not in [e.name for e in root.events]
         assert hooks.secret not in captured_logs.text
 
     async def test_duplicate_logged_with_its_outcome(
-        self, webhooks: Callable[..., Webhooks], captured_logs: CapturedLogs, queue: str
+        self,
+        webhooks: Callable[..., Webhooks],
+        span_exporter: InMemorySpanExporter,
+        captured_logs: CapturedLogs,
+        queue: str,
     ) -> None:
         hooks = webhooks()
         event = hooks.event()
@@ -996,8 +1004,13 @@ class TestLogs:
         await hooks.post(event, msg_id=msg_id)
         await hooks.post(event, msg_id=msg_id)
 
-        outcomes = [line["outcome"] for line in captured_logs.lines if line["event"] == "webhook.accepted"]
-        assert ["queued", "duplicate"] == outcomes
+        lines = [line for line in captured_logs.lines if line["event"] == "webhook.accepted"]
+        assert ["queued", "duplicate"] == [line["outcome"] for line in lines]
+        outcomes = {
+            format(root.context.span_id, "016x"): root.attributes["webhook.outcome"]
+            for root in roots(span_exporter.get_finished_spans())
+        }
+        assert {line["span_id"]: line["outcome"] for line in lines} == outcomes
 
     @pytest.mark.parametrize(
         ("case", "outcome"),
