@@ -43,12 +43,12 @@ if str(REPO_ROOT) not in sys.path:
 from benchmarks._common import code_fingerprint, median, ratio  # noqa: E402
 from benchmarks._sink import OtlpSink  # noqa: E402
 from benchmarks.intake_throughput import (  # noqa: E402
-    FIXTURE,
     REDIS_URL,
     ROUTE,
     SECRET,
     VARIANTS,
     _base_env,
+    signed_events,
 )
 
 WARMUP: Final = 300
@@ -59,20 +59,8 @@ _Request = tuple[bytes, list[tuple[bytes, bytes]]]  # body, ASGI headers
 
 def _requests(n: int) -> list[_Request]:
     """n fresh signed webhooks as (body, ASGI headers)."""
-    from workflows.events import load_fixture  # noqa: PLC0415
-    from workflows.signing import signed_headers  # noqa: PLC0415
-
-    template = load_fixture(FIXTURE)
-    tag = uuid.uuid4().hex[:10]
     prepared = []
-    for index in range(n):
-        event = {
-            **template,
-            "id": f"evt_cpu_{tag}_{index}",
-            "data": {**template["data"], "work_order_id": f"wo_cpu_{tag}_{index}"},
-        }
-        body = json.dumps(event).encode()
-        signed = signed_headers(SECRET, body, msg_id=f"msg_cpu_{tag}_{index}")
+    for body, signed in signed_events(f"cpu_{uuid.uuid4().hex[:10]}", n):
         headers = [(b"host", b"127.0.0.1"), (b"content-length", str(len(body)).encode())]
         headers += [(name.lower().encode(), value.encode()) for name, value in signed.items()]
         prepared.append((body, headers))

@@ -146,13 +146,14 @@ class Prepared:
     raw: bytes
 
 
-def _prepare(tag: str, n: int, port: int) -> list[Prepared]:
-    """n fresh work_order_created events (unique ids, unique webhook-ids), signed now."""
+def signed_events(tag: str, n: int) -> list[tuple[bytes, dict[str, str]]]:
+    """n fresh work_order_created events (unique ids, work order ids and webhook-ids), signed now: each
+    one's body and signature headers."""
     from workflows.events import load_fixture  # noqa: PLC0415
     from workflows.signing import signed_headers  # noqa: PLC0415
 
     template = load_fixture(FIXTURE)
-    prepared = []
+    signed = []
     for index in range(n):
         event = {
             **template,
@@ -160,7 +161,14 @@ def _prepare(tag: str, n: int, port: int) -> list[Prepared]:
             "data": {**template["data"], "work_order_id": f"wo_bench_{tag}_{index}"},
         }
         body = json.dumps(event).encode()
-        headers = signed_headers(SECRET, body, msg_id=f"msg_bench_{tag}_{index}")
+        signed.append((body, signed_headers(SECRET, body, msg_id=f"msg_bench_{tag}_{index}")))
+    return signed
+
+
+def _prepare(tag: str, n: int, port: int) -> list[Prepared]:
+    """n fresh signed webhooks (:func:`signed_events`), as raw HTTP/1.1 requests too."""
+    prepared = []
+    for body, headers in signed_events(tag, n):
         head = [f"POST {ROUTE} HTTP/1.1", f"host: 127.0.0.1:{port}", f"content-length: {len(body)}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         raw = ("\r\n".join(head) + "\r\n\r\n").encode() + body
@@ -839,7 +847,7 @@ def _print_latency(report: dict[str, Any]) -> None:
 def _print_report(report: dict[str, Any]) -> None:
     config = report["config"]
     print(
-        f"Webhook intake vs bare enqueue-only FastAPI, one uvicorn process each, Redis db 8, "
+        f"Webhook intake vs bare enqueue-only FastAPI, one uvicorn process each, Redis {REDIS_URL}, "
         f"{report['cpus']} CPUs, Python {report['python']}, {config['client']} client; medians of "
         f"{config['rounds']} round(s); code {report['code']['sha256']} ({report['code']['newest_mtime']})"
     )
