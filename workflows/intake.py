@@ -276,12 +276,14 @@ class Intake:
             trace_id = format_trace_id(span.get_span_context().trace_id)
             response, accepted = self._dedupe_and_enqueue(event, payload, claim, priority, trace_id)
             span.set_attribute("http.response.status_code", response.status_code)
+            if accepted is not None:  # a refusal set its own (_retry_later)
+                span.set_attribute("webhook.outcome", accepted["outcome"])
             if response.status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR, "broker unavailable"))
         if accepted is not None:
             # Logged with the root span's ids once it has ended: the line is correlated to it, and the span,
             # which has the line's facts as attributes (webhook.outcome), gets no span event for it. That
-            # event cost about 0.3-0.6 ms of CPU per webhook under load (benchmarks/intake_cpu.py).
+            # event cost about 0.3-0.9 ms of CPU per webhook under load (benchmarks/intake_cpu.py).
             log.info("webhook.accepted", **accepted, **span_ids(span.get_span_context()))
         return response
 
@@ -308,10 +310,8 @@ class Intake:
         if not claim.fresh and claim.state in {_PENDING, _PENDING.encode()}:
             in_flight = "a delivery of this webhook id is being queued"
             return self._retry_later("in_flight", in_flight, event), None
-        root = trace.get_current_span()
         if not claim.fresh:
             count(WEBHOOKS_RECEIVED, 1, {"event_type": event_type_label(event.type), "outcome": "duplicate"})
-            root.set_attribute("webhook.outcome", "duplicate")
             line = {"outcome": "duplicate", "event_id": event.id, "event_type": event.type}
             return JSONResponse({"status": "duplicate", "event_id": event.id}, status_code=200), line
         confirm = [claim.key, event.id, DEDUPE_TTL_S] if self.confirm_in_publish else None
@@ -323,7 +323,7 @@ class Intake:
                 self.store.delete(claim.key)
             except redis.RedisError:
                 log.warning("webhook.dedupe_release_failed", event_id=event.id)
-            root.record_exception(exc)
+            trace.get_current_span().record_exception(exc)
             return self._retry_later("broker_unavailable", "the queue cannot be reached", event), None
         if confirm is None:  # not confirmed with the push: a command of its own
             try:
@@ -333,7 +333,6 @@ class Intake:
                 # of this id would be queued again; its steps are idempotent per event id.
                 log.warning("webhook.dedupe_confirm_failed", event_id=event.id)
         count(WEBHOOKS_RECEIVED, 1, {"event_type": event_type_label(event.type), "outcome": "queued"})
-        root.set_attribute("webhook.outcome", "queued")
         line = {
             "outcome": "queued",
             "event_id": event.id,
